@@ -1,0 +1,1 @@
+//! benches (not built yet).

@@ -1,0 +1,106 @@
+//! `busctl`: the operator's tool for the local platform and any cluster like it.
+//!
+//! `busctl wait` polls until the cluster is ready, `busctl topics apply` brings topics in
+//! line with `deploy/topics.toml`, `busctl status` prints brokers, under-replicated
+//! partitions and registry health. `make up`, `make status` and CI call it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use eventbus::admin::{Admin, Change, Health, TopicList, wait_ready};
+
+#[derive(Parser)]
+#[command(name = "busctl", about = "Operate the order pipeline's Kafka cluster and registry")]
+struct Cli {
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "KAFKA_BOOTSTRAP", default_value = "127.0.0.1:19092,127.0.0.1:29092,127.0.0.1:39092")]
+    bootstrap: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Wait until N brokers answer and no partition is under-replicated or offline.
+    Wait {
+        /// Brokers expected.
+        #[arg(long, default_value_t = 3)]
+        brokers: usize,
+        /// Seconds before giving up.
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+    },
+    /// Topic list operations.
+    Topics {
+        #[command(subcommand)]
+        command: TopicsCommand,
+    },
+    /// Brokers, topics, under-replicated partitions and registry health.
+    Status {
+        /// Registry base URL.
+        #[arg(long, env = "REGISTRY_URL", default_value = "http://127.0.0.1:8081")]
+        registry: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum TopicsCommand {
+    /// Create missing topics, grow partitions, align configs (idempotent).
+    Apply {
+        /// The topic list.
+        #[arg(long, default_value = "deploy/topics.toml")]
+        file: PathBuf,
+    },
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let admin = Admin::new(&cli.bootstrap, &Default::default())?;
+    match cli.command {
+        Command::Wait { brokers, timeout } => {
+            let h = tokio::task::block_in_place(|| {
+                wait_ready(&admin, brokers, Duration::from_secs(timeout), |state| {
+                    eprintln!("  waiting: {state}")
+                })
+            })?;
+            eprintln!("  ready: {}", h.summary());
+        }
+        Command::Topics { command: TopicsCommand::Apply { file } } => {
+            let list = TopicList::load(&file)?;
+            let changes = admin.apply(&list).await.context("applying the topic list")?;
+            let n = changes.iter().filter(|c| !matches!(c, Change::Unchanged(_))).count();
+            for c in &changes {
+                eprintln!("  {c}");
+            }
+            eprintln!("  {} topic(s) declared, {n} changed", list.topics.len());
+        }
+        Command::Status { registry } => {
+            let meta = tokio::task::block_in_place(|| admin.metadata(Duration::from_secs(5)))?;
+            let h = Health::from_metadata(&meta);
+            println!("  brokers: {}", h.brokers.iter().map(|(id, a)| format!("{id}@{a}")).collect::<Vec<_>>().join("  "));
+            println!("  topics: {}, partitions: {}", h.topics, h.partitions);
+            println!("  under-replicated partitions: {}{}", h.under_replicated.len(), list_some(&h.under_replicated));
+            println!("  offline partitions: {}{}", h.offline.len(), list_some(&h.offline));
+            let url = format!("{}/apis/ccompat/v7/subjects", registry.trim_end_matches('/'));
+            match reqwest::get(&url).await.and_then(|r| r.error_for_status()) {
+                Ok(r) => {
+                    let subjects: Vec<String> = r.json().await.unwrap_or_default();
+                    println!("  registry subjects: {}", subjects.len());
+                }
+                Err(e) => println!("  registry: unreachable ({e})"),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn list_some(items: &[String]) -> String {
+    if items.is_empty() {
+        String::new()
+    } else {
+        format!(" ({}{})", items.iter().take(10).cloned().collect::<Vec<_>>().join(", "), if items.len() > 10 { ", ..." } else { "" })
+    }
+}

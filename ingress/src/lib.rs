@@ -1,0 +1,1 @@
+//! ingress (not built yet).

@@ -1,0 +1,1 @@
+//! Inventory Service: the dataflow job (being built).

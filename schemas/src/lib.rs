@@ -1,0 +1,1 @@
+//! Event schemas of the order pipeline (being built).

@@ -1,6 +1,8 @@
 # The order pipeline: one entry point for people and CI.
 #
-#   make up      the local platform: 3 Kafka nodes (KRaft), Apicurio Registry, topics
+#   make up      the local platform: 3 Kafka nodes (KRaft), Apicurio Registry, topics,
+#                schemas, then the services (each logging to .run/logs/<name>/)
+#   make schemas register all event schemas in the registry
 #   make status  processes, brokers, controller quorum, under-replicated partitions, registry
 #   make down    stops exactly what `make up` started; data is kept
 #   make clean   down, then wipes data and logs
@@ -14,7 +16,7 @@ PLATFORM := deploy/local/platform.sh
 export KAFKA_BOOTSTRAP ?= 127.0.0.1:19092,127.0.0.1:29092,127.0.0.1:39092
 export REGISTRY_URL ?= http://127.0.0.1:8081
 
-.PHONY: up down status clean test test-unit lint fmt
+.PHONY: up down status clean test test-unit lint fmt schemas
 
 up:
 	@CARGO_PROFILE=release $(PLATFORM) up
@@ -28,10 +30,15 @@ status:
 clean:
 	@$(PLATFORM) clean
 
+# Registers every version of every event schema under `<topic>-value` (idempotent;
+# `make up` does it too). Services refuse to start while their schemas are missing.
+schemas:
+	@CARGO_PROFILE=$${CARGO_PROFILE:-release} $(PLATFORM) busctl schemas register
+
 # Tests share one dev build with the operator tool; the platform is started if it is not
 # running and left running afterwards (CI stops it with `make down`).
 test:
-	@CARGO_PROFILE=dev $(PLATFORM) up
+	@PLATFORM_ONLY=1 CARGO_PROFILE=dev $(PLATFORM) up
 	cargo test --workspace --no-fail-fast
 
 test-unit:

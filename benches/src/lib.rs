@@ -1,1 +1,17 @@
-//! benches (not built yet).
+//! Benchmarks of the order pipeline, each beside a baseline measured in the same run on
+//! the same cluster: figures and ratios, never assertions.
+//!
+//! - `publish-bench`: eventbus typed publish (validate, Avro, registry, CloudEvents
+//!   headers, acks=all, RF 3) against Kafka's own `ProducerPerformance`.
+
+pub mod client;
+pub mod floor;
+pub mod scenario;
+pub mod stack;
+pub mod stats;
+
+/// Generated gRPC clients of `proto/orderpipeline/v1`.
+#[allow(missing_docs, clippy::all)]
+pub mod proto {
+    tonic::include_proto!("orderpipeline.v1");
+}

@@ -82,7 +82,8 @@ alive() {
   [[ -f "$f" ]] || return 1
   local pid; pid="$(cat "$f")"
   [[ -r "/proc/$pid/cmdline" ]] || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$RUN_DIR"
+  tr '\0' '\n' <"/proc/$pid/cmdline" | grep -qF -- "$RUN_DIR" ||
+    tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qxF -- "ORDERPIPELINE_RUN=$RUN_DIR"
 }
 
 # launch NAME LOGFILE CMD...: start CMD detached in its own session, record its pid.
@@ -212,6 +213,51 @@ start_registry() {
   say "registry ready: $REGISTRY_URL/apis/ccompat/v7 (global compatibility BACKWARD)"
 }
 
+# ---------------------------------------------------------------- services
+# The services of the workspace, in start order: name, readiness URL. A service joins
+# `make up` as soon as its crate has a binary (src/main.rs).
+SERVICES=("payment http://127.0.0.1:8085/readyz" "pipeline http://127.0.0.1:8090/readyz" "ingress http://127.0.0.1:8080/readyz")
+
+present_services() {
+  local entry
+  for entry in "${SERVICES[@]}"; do
+    [[ -f "$ROOT/${entry%% *}/src/main.rs" ]] && echo "$entry"
+  done
+  return 0
+}
+
+register_schemas() {
+  say "registering the event schemas (all versions, idempotent)"
+  busctl schemas register || die "schema registration failed (registry log: $RUN_DIR/logs/registry/registry.log)"
+}
+
+start_services() {
+  local entries=() entry name url bin
+  mapfile -t entries < <(present_services)
+  ((${#entries[@]})) || return 0
+  local names=(); for entry in "${entries[@]}"; do names+=("${entry%% *}"); done
+  say "building ${names[*]} (cargo --profile $CARGO_PROFILE)"
+  (cd "$ROOT" && cargo build -q --profile "$CARGO_PROFILE" $(printf -- '-p %s ' "${names[@]}")) ||
+    die "cargo build of the services failed"
+  local dir; dir="$ROOT/target/$([[ $CARGO_PROFILE == dev ]] && echo debug || echo "$CARGO_PROFILE")"
+  for entry in "${entries[@]}"; do
+    name="${entry%% *}"; url="${entry#* }"; bin="$dir/$name"
+    if ! alive "$name"; then
+      mkdir -p "$RUN_DIR/logs/$name"
+      # ORDERPIPELINE_RUN marks the process as ours for `alive` and `down`.
+      launch "$name" "$RUN_DIR/logs/$name/$name.log" env ORDERPIPELINE_RUN="$RUN_DIR" \
+        KAFKA_BOOTSTRAP="$BOOTSTRAP" REGISTRY_URL="$REGISTRY_URL" "$bin"
+    fi
+    local deadline=$((SECONDS + READY_TIMEOUT))
+    until curl -fsS -o /dev/null "$url" 2>/dev/null; do
+      alive "$name" || die "$name exited: see $RUN_DIR/logs/$name/$name.log"
+      ((SECONDS < deadline)) || die "$name was not ready after ${READY_TIMEOUT}s: see $RUN_DIR/logs/$name/$name.log"
+      sleep 0.3
+    done
+    say "$name ready (${url%/readyz})"
+  done
+}
+
 # ---------------------------------------------------------------- commands
 up() {
   local t0=$SECONDS
@@ -221,18 +267,33 @@ up() {
   say "applying deploy/topics.toml"
   busctl --bootstrap "$BOOTSTRAP" topics apply --file "$ROOT/deploy/topics.toml"
   start_registry
-  say "platform up in $((SECONDS - t0)) s: Kafka $BOOTSTRAP, registry $REGISTRY_URL, logs in $RUN_DIR/logs"
+  register_schemas
+  [[ "${PLATFORM_ONLY:-0}" == 1 ]] || start_services
+  say "up in $((SECONDS - t0)) s; logs in $RUN_DIR/logs"
+  echo "  Kafka              $BOOTSTRAP"
+  echo "  schema registry    $REGISTRY_URL/apis/ccompat/v7"
+  if [[ "${PLATFORM_ONLY:-0}" != 1 ]]; then
+    alive ingress && echo "  ingress            http://127.0.0.1:8080 (REST, /openapi.json)  127.0.0.1:50051 (gRPC)"
+    alive payment && echo "  payment            http://127.0.0.1:8085 (/metrics, /readyz)"
+    alive pipeline && echo "  pipeline views     http://127.0.0.1:8090/v1/inventory  127.0.0.1:50052 (gRPC)"
+  fi
+  return 0
 }
 
 down() {
+  local entry names=()
+  for entry in "${SERVICES[@]}"; do names+=("${entry%% *}"); done
+  stop "${names[@]}"
   stop registry
   stop kafka-1 kafka-2 kafka-3
   say "platform down (data kept in $RUN_DIR/data)"
 }
 
 status() {
-  local n name
-  for name in kafka-1 kafka-2 kafka-3 registry; do
+  local name
+  local names=(kafka-1 kafka-2 kafka-3 registry) entry
+  for entry in "${SERVICES[@]}"; do names+=("${entry%% *}"); done
+  for name in "${names[@]}"; do
     if alive "$name"; then
       printf '  %-10s running  pid %-7s rss %s MiB\n' "$name" "$(cat "$(pidfile "$name")")" \
         "$(( $(awk '/VmRSS/{print $2}' "/proc/$(cat "$(pidfile "$name")")/status") / 1024 ))"

@@ -154,7 +154,9 @@ impl TopicList {
             let mut config = file.defaults.config.clone();
             config.extend(t.config);
             topics.push(TopicSpec {
-                replication_factor: t.replication_factor.unwrap_or(file.defaults.replication_factor),
+                replication_factor: t
+                    .replication_factor
+                    .unwrap_or(file.defaults.replication_factor),
                 name: t.name,
                 partitions: t.partitions,
                 config,
@@ -169,7 +171,7 @@ impl TopicList {
     }
 }
 
-/// What [`apply`] did to one topic.
+/// What [`Admin::apply`] did to one topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
     /// The topic was created.
@@ -219,6 +221,15 @@ impl Admin {
         &self.admin
     }
 
+    /// Deletes topics (benchmarks and tests clean up after themselves); errors per topic
+    /// are ignored, a failed request is returned.
+    pub async fn delete_topics(&self, topics: &[&str]) -> Result<(), AdminError> {
+        self.admin
+            .delete_topics(topics, &AdminOptions::new())
+            .await?;
+        Ok(())
+    }
+
     /// Cluster metadata (all topics), blocking up to `timeout`; call from a blocking context.
     pub fn metadata(&self, timeout: Duration) -> Result<Metadata, AdminError> {
         Ok(self.meta.fetch_metadata(None, timeout)?)
@@ -237,8 +248,11 @@ impl Admin {
 
         let mut changes = Vec::new();
         // Create what is missing, in one request.
-        let missing: Vec<&TopicSpec> =
-            list.topics.iter().filter(|t| !existing.contains_key(&t.name)).collect();
+        let missing: Vec<&TopicSpec> = list
+            .topics
+            .iter()
+            .filter(|t| !existing.contains_key(&t.name))
+            .collect();
         if !missing.is_empty() {
             let news: Vec<NewTopic<'_>> = missing
                 .iter()
@@ -262,13 +276,21 @@ impl Admin {
                         changes.push(Change::Unchanged(t))
                     }
                     Err((topic, code)) => {
-                        return Err(AdminError::Topic { operation: "create", topic, code });
+                        return Err(AdminError::Topic {
+                            operation: "create",
+                            topic,
+                            code,
+                        });
                     }
                 }
             }
         }
 
-        for spec in list.topics.iter().filter(|t| existing.contains_key(&t.name)) {
+        for spec in list
+            .topics
+            .iter()
+            .filter(|t| existing.contains_key(&t.name))
+        {
             let actual = existing[&spec.name];
             let mut changed = false;
             if actual > spec.partitions {
@@ -318,7 +340,10 @@ impl Admin {
     async fn config_drift(&self, spec: &TopicSpec) -> Result<Vec<String>, AdminError> {
         let res = self
             .admin
-            .describe_configs([&ResourceSpecifier::Topic(&spec.name)], &AdminOptions::new())
+            .describe_configs(
+                [&ResourceSpecifier::Topic(&spec.name)],
+                &AdminOptions::new(),
+            )
             .await?;
         let mut drift = Vec::new();
         for r in res {
@@ -364,7 +389,11 @@ impl Health {
     /// Reads health from metadata.
     pub fn from_metadata(meta: &Metadata) -> Self {
         let mut h = Health {
-            brokers: meta.brokers().iter().map(|b| (b.id(), format!("{}:{}", b.host(), b.port()))).collect(),
+            brokers: meta
+                .brokers()
+                .iter()
+                .map(|b| (b.id(), format!("{}:{}", b.host(), b.port())))
+                .collect(),
             topics: 0,
             partitions: 0,
             under_replicated: Vec::new(),
@@ -395,7 +424,11 @@ impl Health {
         format!(
             "{} broker(s) [{}], {} topic(s), {} partition(s), {} under-replicated, {} offline",
             self.brokers.len(),
-            self.brokers.iter().map(|(id, a)| format!("{id}@{a}")).collect::<Vec<_>>().join(" "),
+            self.brokers
+                .iter()
+                .map(|(id, a)| format!("{id}@{a}"))
+                .collect::<Vec<_>>()
+                .join(" "),
             self.topics,
             self.partitions,
             self.under_replicated.len(),
@@ -431,7 +464,10 @@ pub fn wait_ready(
             last = observed;
         }
         if start.elapsed() > timeout {
-            return Err(AdminError::NotReady { waited: start.elapsed(), last });
+            return Err(AdminError::NotReady {
+                waited: start.elapsed(),
+                last,
+            });
         }
         std::thread::sleep(Duration::from_millis(250));
     }
@@ -472,9 +508,17 @@ mod tests {
     #[test]
     fn duplicates_zero_partitions_and_unknown_keys_are_refused() {
         let dup = "[defaults]\nreplication_factor = 3\n[[topic]]\nname = \"a\"\npartitions = 1\n[[topic]]\nname = \"a\"\npartitions = 1\n";
-        assert!(TopicList::parse(dup).unwrap_err().contains("declared twice"));
+        assert!(
+            TopicList::parse(dup)
+                .unwrap_err()
+                .contains("declared twice")
+        );
         let zero = "[defaults]\nreplication_factor = 3\n[[topic]]\nname = \"a\"\npartitions = 0\n";
-        assert!(TopicList::parse(zero).unwrap_err().contains("at least one partition"));
+        assert!(
+            TopicList::parse(zero)
+                .unwrap_err()
+                .contains("at least one partition")
+        );
         let typo = "[defaults]\nreplication_factor = 3\n[[topic]]\nname = \"a\"\npartitionz = 1\n";
         assert!(TopicList::parse(typo).is_err());
     }
@@ -486,14 +530,25 @@ mod tests {
         let order_and_payment: Vec<usize> = list
             .topics
             .iter()
-            .filter(|t| t.name.starts_with("order-service.") || t.name.starts_with("payment-service.payment."))
+            .filter(|t| {
+                t.name.starts_with("order-service.")
+                    || t.name.starts_with("payment-service.payment.")
+            })
             .map(|t| t.partitions)
             .collect();
         assert_eq!(order_and_payment.len(), 4);
-        assert!(order_and_payment.windows(2).all(|w| w[0] == w[1]), "order and payment topics must be co-partitioned");
+        assert!(
+            order_and_payment.windows(2).all(|w| w[0] == w[1]),
+            "order and payment topics must be co-partitioned"
+        );
         for t in &list.topics {
             assert_eq!(t.replication_factor, 3, "{}", t.name);
-            assert_eq!(t.config.get("min.insync.replicas").map(String::as_str), Some("2"), "{}", t.name);
+            assert_eq!(
+                t.config.get("min.insync.replicas").map(String::as_str),
+                Some("2"),
+                "{}",
+                t.name
+            );
         }
     }
 }

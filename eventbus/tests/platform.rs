@@ -13,7 +13,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::json;
 
 fn bootstrap() -> String {
-    std::env::var("KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:19092,127.0.0.1:29092,127.0.0.1:39092".into())
+    std::env::var("KAFKA_BOOTSTRAP")
+        .unwrap_or_else(|_| "127.0.0.1:19092,127.0.0.1:29092,127.0.0.1:39092".into())
 }
 
 fn registry() -> String {
@@ -22,36 +23,59 @@ fn registry() -> String {
 
 #[test]
 fn metadata_lists_three_brokers_and_declared_topics_are_fully_replicated() {
-    let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", bootstrap()).create().unwrap();
-    let meta = c.fetch_metadata(Some("order-service.order.created"), Duration::from_secs(10)).unwrap();
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .create()
+        .unwrap();
+    let meta = c
+        .fetch_metadata(Some("order-service.order.created"), Duration::from_secs(10))
+        .unwrap();
     let mut ids: Vec<i32> = meta.brokers().iter().map(|b| b.id()).collect();
     ids.sort();
     assert_eq!(ids, vec![1, 2, 3], "the cluster has exactly nodes 1, 2, 3");
     let topic = &meta.topics()[0];
-    assert!(topic.error().is_none(), "order-service.order.created exists: {:?}", topic.error());
+    assert!(
+        topic.error().is_none(),
+        "order-service.order.created exists: {:?}",
+        topic.error()
+    );
     assert_eq!(topic.partitions().len(), 6);
     for p in topic.partitions() {
         let mut replicas = p.replicas().to_vec();
         let mut isr = p.isr().to_vec();
         replicas.sort();
         isr.sort();
-        assert_eq!(replicas, vec![1, 2, 3], "partition {} has 3 replicas", p.id());
-        assert_eq!(isr, replicas, "partition {} has all replicas in sync", p.id());
+        assert_eq!(
+            replicas,
+            vec![1, 2, 3],
+            "partition {} has 3 replicas",
+            p.id()
+        );
+        assert_eq!(
+            isr,
+            replicas,
+            "partition {} has all replicas in sync",
+            p.id()
+        );
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_produced_with_acks_all_and_idempotence_is_read_back() {
     let topic = format!("test-platform-{}", uuid::Uuid::new_v4());
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", bootstrap()).create().unwrap();
-    let res = admin
-        .create_topics(
-            [&NewTopic::new(&topic, 1, TopicReplication::Fixed(3)).set("min.insync.replicas", "2")],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
-        )
-        .await
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .create()
         .unwrap();
+    let res =
+        admin
+            .create_topics(
+                [&NewTopic::new(&topic, 1, TopicReplication::Fixed(3))
+                    .set("min.insync.replicas", "2")],
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+            )
+            .await
+            .unwrap();
     assert!(res[0].is_ok(), "{res:?}");
 
     let producer: FutureProducer = ClientConfig::new()
@@ -62,7 +86,10 @@ async fn a_record_produced_with_acks_all_and_idempotence_is_read_back() {
         .unwrap();
     let payload = format!("hello {}", uuid::Uuid::new_v4());
     let delivered = producer
-        .send(FutureRecord::to(&topic).key("k1").payload(&payload), Duration::from_secs(30))
+        .send(
+            FutureRecord::to(&topic).key("k1").payload(&payload),
+            Duration::from_secs(30),
+        )
         .await
         .map_err(|(e, _)| e)
         .unwrap();
@@ -70,18 +97,27 @@ async fn a_record_produced_with_acks_all_and_idempotence_is_read_back() {
 
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap())
-        .set("group.id", format!("test-platform-{}", uuid::Uuid::new_v4()))
+        .set(
+            "group.id",
+            format!("test-platform-{}", uuid::Uuid::new_v4()),
+        )
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
         .create()
         .unwrap();
     consumer.subscribe(&[&topic]).unwrap();
-    let msg = tokio::time::timeout(Duration::from_secs(30), consumer.recv()).await.unwrap().unwrap();
+    let msg = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(msg.key(), Some(&b"k1"[..]));
     assert_eq!(msg.payload_view::<str>().unwrap().unwrap(), payload);
     assert_eq!(msg.offset(), delivered.offset);
 
-    admin.delete_topics(&[&topic], &AdminOptions::new()).await.unwrap();
+    admin
+        .delete_topics(&[&topic], &AdminOptions::new())
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -100,13 +136,30 @@ async fn the_registry_stores_schemas_by_id_and_refuses_incompatible_versions() {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 200, "register v1: {}", resp.text().await.unwrap_or_default());
-    let id = resp.json::<serde_json::Value>().await.unwrap()["id"].as_i64().unwrap();
+    assert_eq!(
+        resp.status(),
+        200,
+        "register v1: {}",
+        resp.text().await.unwrap_or_default()
+    );
+    let id = resp.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_i64()
+        .unwrap();
 
+    let fetched: serde_json::Value = http
+        .get(format!("{base}/schemas/ids/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let fetched: serde_json::Value =
-        http.get(format!("{base}/schemas/ids/{id}")).send().await.unwrap().json().await.unwrap();
-    let fetched: serde_json::Value = serde_json::from_str(fetched["schema"].as_str().unwrap()).unwrap();
-    assert_eq!(fetched, serde_json::from_str::<serde_json::Value>(&v1).unwrap());
+        serde_json::from_str(fetched["schema"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        fetched,
+        serde_json::from_str::<serde_json::Value>(&v1).unwrap()
+    );
 
     // A new required field without a default cannot read data written with v1.
     let v2 = json!({"type": "record", "name": "Probe", "namespace": "test",
@@ -119,7 +172,12 @@ async fn the_registry_stores_schemas_by_id_and_refuses_incompatible_versions() {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 409, "incompatible v2 must be refused: {}", resp.text().await.unwrap_or_default());
+    assert_eq!(
+        resp.status(),
+        409,
+        "incompatible v2 must be refused: {}",
+        resp.text().await.unwrap_or_default()
+    );
 
     // ...while a compatible one (new field with a default) is accepted.
     let v2ok = json!({"type": "record", "name": "Probe", "namespace": "test",
@@ -132,7 +190,15 @@ async fn the_registry_stores_schemas_by_id_and_refuses_incompatible_versions() {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 200, "compatible v2: {}", resp.text().await.unwrap_or_default());
+    assert_eq!(
+        resp.status(),
+        200,
+        "compatible v2: {}",
+        resp.text().await.unwrap_or_default()
+    );
 
-    let _ = http.delete(format!("{base}/subjects/{subject}")).send().await;
+    let _ = http
+        .delete(format!("{base}/subjects/{subject}"))
+        .send()
+        .await;
 }

@@ -12,10 +12,17 @@ use clap::{Parser, Subcommand};
 use eventbus::admin::{Admin, Change, Health, TopicList, wait_ready};
 
 #[derive(Parser)]
-#[command(name = "busctl", about = "Operate the order pipeline's Kafka cluster and registry")]
+#[command(
+    name = "busctl",
+    about = "Operate the order pipeline's Kafka cluster and registry"
+)]
 struct Cli {
     /// Kafka bootstrap servers.
-    #[arg(long, env = "KAFKA_BOOTSTRAP", default_value = "127.0.0.1:19092,127.0.0.1:29092,127.0.0.1:39092")]
+    #[arg(
+        long,
+        env = "KAFKA_BOOTSTRAP",
+        default_value = "127.0.0.1:19092,127.0.0.1:29092,127.0.0.1:39092"
+    )]
     bootstrap: String,
     #[command(subcommand)]
     command: Command,
@@ -37,6 +44,14 @@ enum Command {
         #[command(subcommand)]
         command: TopicsCommand,
     },
+    /// Event schema operations.
+    Schemas {
+        #[command(subcommand)]
+        command: SchemasCommand,
+        /// Registry base URL.
+        #[arg(long, env = "REGISTRY_URL", default_value = "http://127.0.0.1:8081")]
+        registry: String,
+    },
     /// Brokers, topics, under-replicated partitions and registry health.
     Status {
         /// Registry base URL.
@@ -55,6 +70,12 @@ enum TopicsCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum SchemasCommand {
+    /// Register every version of every event schema under `<topic>-value` (idempotent).
+    Register,
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -68,23 +89,80 @@ async fn main() -> anyhow::Result<()> {
             })?;
             eprintln!("  ready: {}", h.summary());
         }
-        Command::Topics { command: TopicsCommand::Apply { file } } => {
+        Command::Topics {
+            command: TopicsCommand::Apply { file },
+        } => {
             let list = TopicList::load(&file)?;
-            let changes = admin.apply(&list).await.context("applying the topic list")?;
-            let n = changes.iter().filter(|c| !matches!(c, Change::Unchanged(_))).count();
+            let changes = admin
+                .apply(&list)
+                .await
+                .context("applying the topic list")?;
+            let n = changes
+                .iter()
+                .filter(|c| !matches!(c, Change::Unchanged(_)))
+                .count();
             for c in &changes {
                 eprintln!("  {c}");
             }
             eprintln!("  {} topic(s) declared, {n} changed", list.topics.len());
         }
+        Command::Schemas {
+            command: SchemasCommand::Register,
+            registry,
+        } => {
+            let config = eventbus::RegistryConfig {
+                url: registry,
+                ..eventbus::RegistryConfig::from_env()
+            };
+            let client = eventbus::RegistryClient::new(&config)?;
+            let done = eventbus::registry::register_all(&client)
+                .await
+                .context("registering the event schemas")?;
+            for r in &done {
+                eprintln!(
+                    "  {} {} v{} (id {})",
+                    if r.created {
+                        "registered"
+                    } else {
+                        "present   "
+                    },
+                    r.subject,
+                    r.file_version,
+                    r.id
+                );
+            }
+            eprintln!(
+                "  {} schema version(s), {} new",
+                done.len(),
+                done.iter().filter(|r| r.created).count()
+            );
+        }
         Command::Status { registry } => {
             let meta = tokio::task::block_in_place(|| admin.metadata(Duration::from_secs(5)))?;
             let h = Health::from_metadata(&meta);
-            println!("  brokers: {}", h.brokers.iter().map(|(id, a)| format!("{id}@{a}")).collect::<Vec<_>>().join("  "));
+            println!(
+                "  brokers: {}",
+                h.brokers
+                    .iter()
+                    .map(|(id, a)| format!("{id}@{a}"))
+                    .collect::<Vec<_>>()
+                    .join("  ")
+            );
             println!("  topics: {}, partitions: {}", h.topics, h.partitions);
-            println!("  under-replicated partitions: {}{}", h.under_replicated.len(), list_some(&h.under_replicated));
-            println!("  offline partitions: {}{}", h.offline.len(), list_some(&h.offline));
-            let url = format!("{}/apis/ccompat/v7/subjects", registry.trim_end_matches('/'));
+            println!(
+                "  under-replicated partitions: {}{}",
+                h.under_replicated.len(),
+                list_some(&h.under_replicated)
+            );
+            println!(
+                "  offline partitions: {}{}",
+                h.offline.len(),
+                list_some(&h.offline)
+            );
+            let url = format!(
+                "{}/apis/ccompat/v7/subjects",
+                registry.trim_end_matches('/')
+            );
             match reqwest::get(&url).await.and_then(|r| r.error_for_status()) {
                 Ok(r) => {
                     let subjects: Vec<String> = r.json().await.unwrap_or_default();
@@ -101,6 +179,15 @@ fn list_some(items: &[String]) -> String {
     if items.is_empty() {
         String::new()
     } else {
-        format!(" ({}{})", items.iter().take(10).cloned().collect::<Vec<_>>().join(", "), if items.len() > 10 { ", ..." } else { "" })
+        format!(
+            " ({}{})",
+            items
+                .iter()
+                .take(10)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", "),
+            if items.len() > 10 { ", ..." } else { "" }
+        )
     }
 }

@@ -1,0 +1,183 @@
+//! Publish throughput of eventbus beside Kafka's own ProducerPerformance.
+//!
+//! Both sides run against the same cluster with acks=all, idempotence, RF 3 and the same
+//! record size (the average encoded size of the events published). Ours pays for
+//! everything a service publish does: domain validation, Avro encoding, the registry's
+//! schema id (cached), CloudEvents and traceparent headers, one future per event.
+//!
+//! `cargo run --release -p benches --bin publish-bench -- --events 20000 --out target/bench`
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use benches::floor::producer_performance;
+use benches::stats::Summary;
+use clap::Parser;
+use eventbus::admin::{Admin, TopicList};
+use eventbus::{BusConfig, BusMetrics, EventBus, PublishOptions};
+use futures::StreamExt;
+use rand::{Rng, SeedableRng};
+use schemas::{Event, OrderCreated, OrderLine};
+
+#[derive(Parser)]
+struct Args {
+    /// Events to publish (and records for ProducerPerformance).
+    #[arg(long, default_value_t = 20_000)]
+    events: u64,
+    /// Publishes in flight at once.
+    #[arg(long, default_value_t = 512)]
+    concurrency: usize,
+    /// Partitions of the benchmark topics.
+    #[arg(long, default_value_t = 6)]
+    partitions: usize,
+    /// Folder for publish.json and publish.md.
+    #[arg(long, default_value = "target/bench")]
+    out: PathBuf,
+}
+
+fn order(rng: &mut impl Rng) -> OrderCreated {
+    let lines: Vec<OrderLine> = (0..rng.random_range(1..=4))
+        .map(|_| OrderLine {
+            sku: format!("SKU-{:04}", rng.random_range(0..200)),
+            quantity: rng.random_range(1..=5),
+            unit_price_minor: rng.random_range(100..=20_000),
+        })
+        .collect();
+    OrderCreated {
+        event_id: uuid::Uuid::new_v4(),
+        order_id: uuid::Uuid::new_v4(),
+        customer_id: format!("customer-{}", rng.random_range(0..10_000)),
+        currency: "EUR".into(),
+        total_minor: schemas::order_total(&lines).unwrap_or(0),
+        lines,
+        created_at: 1_764_000_000_000,
+        channel: Some("REST".into()),
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let config = BusConfig::from_env();
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let ours = format!("bench-publish-{run}");
+    let floor = format!("bench-floor-{run}");
+
+    let admin = Admin::new(&config.kafka.bootstrap, &Default::default())?;
+    let list = TopicList::parse(&format!(
+        "[defaults]\nreplication_factor = 3\n[defaults.config]\n\"min.insync.replicas\" = \"2\"\n\
+         [[topic]]\nname = \"{ours}\"\npartitions = {p}\n[[topic]]\nname = \"{floor}\"\npartitions = {p}\n",
+        p = args.partitions
+    ))
+    .map_err(anyhow::Error::msg)?;
+    admin
+        .apply(&list)
+        .await
+        .context("creating the benchmark topics")?;
+
+    let bus = EventBus::new(&config, BusMetrics::default())?;
+    bus.registry()
+        .register(&format!("{ours}-value"), OrderCreated::schema_text())
+        .await
+        .context("registering the benchmark subject")?;
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let events: Vec<OrderCreated> = (0..args.events).map(|_| order(&mut rng)).collect();
+    let record_size = {
+        let bytes: usize = events
+            .iter()
+            .take(1000)
+            .map(|e| e.to_avro().map(|v| v.len() + 5).unwrap_or(0))
+            .sum();
+        bytes / events.len().clamp(1, 1000)
+    };
+    // Warm-up: connections, schema id cache, JIT of nothing (this is Rust) but the brokers'.
+    for e in events.iter().take(200) {
+        bus.producer()
+            .publish_with(e, PublishOptions::to_topic(&ours))
+            .await?;
+    }
+
+    eprintln!(
+        "publishing {} events ({} B each on average), {} in flight ...",
+        args.events, record_size, args.concurrency
+    );
+    let start = Instant::now();
+    let producer = bus.producer();
+    let mut latencies: Vec<Duration> = futures::stream::iter(events.iter())
+        .map(|e| async {
+            let t = Instant::now();
+            producer
+                .publish_with(e, PublishOptions::to_topic(&ours))
+                .await
+                .map(|_| t.elapsed())
+        })
+        .buffer_unordered(args.concurrency)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()?;
+    let elapsed = start.elapsed();
+    let ours_rate = args.events as f64 / elapsed.as_secs_f64();
+    let lat = Summary::of(&mut latencies).context("no samples")?;
+
+    eprintln!(
+        "running Kafka's ProducerPerformance with {} records of {record_size} B ...",
+        args.events
+    );
+    let cfg = &config.kafka.bootstrap;
+    let perf = tokio::task::spawn_blocking({
+        let (cfg, floor) = (cfg.clone(), floor.clone());
+        move || {
+            producer_performance(
+                &cfg,
+                &floor,
+                args.events,
+                record_size,
+                &[("compression.type", "lz4"), ("linger.ms", "5")],
+            )
+        }
+    })
+    .await??;
+
+    let report = serde_json::json!({
+        "benchmark": "publish",
+        "events": args.events,
+        "record_size_bytes": record_size,
+        "concurrency": args.concurrency,
+        "partitions": args.partitions,
+        "settings": "acks=all, enable.idempotence=true, compression lz4, linger.ms 5, RF 3, min.insync.replicas 2",
+        "eventbus": { "events_per_sec": ours_rate, "latency": lat },
+        "kafka_producer_performance": perf,
+        "ratio_events_per_sec": ours_rate / perf.records_per_sec,
+    });
+    std::fs::create_dir_all(&args.out)?;
+    std::fs::write(
+        args.out.join("publish.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
+    let table = format!(
+        "| publish, acks=all, RF 3, {record_size} B records | events/s | p50 ms | p99 ms |\n|---|---|---|---|\n\
+         | eventbus typed publish ({} in flight) | {:.0} | {:.1} | {:.1} |\n\
+         | Kafka ProducerPerformance | {:.0} | {:.1} | {:.1} |\n\
+         | ratio eventbus / Kafka | {:.2} | | |\n",
+        args.concurrency,
+        ours_rate,
+        lat.p50_ms,
+        lat.p99_ms,
+        perf.records_per_sec,
+        perf.p50_ms,
+        perf.p99_ms,
+        ours_rate / perf.records_per_sec
+    );
+    std::fs::write(args.out.join("publish.md"), &table)?;
+    println!("{table}");
+
+    let _ = admin.delete_topics(&[&ours, &floor]).await;
+    let _ = bus
+        .registry()
+        .delete_subject(&format!("{ours}-value"), false)
+        .await;
+    Ok(())
+}

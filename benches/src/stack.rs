@@ -1,0 +1,309 @@
+//! The three services as real processes on the real cluster, isolated by a name prefix.
+//!
+//! [`Stack::start`] creates every topic of `deploy/topics.toml` under a unique prefix,
+//! registers every schema under the prefixed subjects, picks free local ports, and starts
+//! `pipeline`, `payment` and `ingress` from the workspace's target folder with their
+//! layered configuration overridden through the environment (`PIPELINE__...`,
+//! `PAYMENT__...`, `INGRESS__...`), exactly as an operator would. Each process logs to
+//! `target/stack-logs/<prefix>/<name>.log`; all are killed when the stack is dropped.
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use eventbus::admin::{Admin, TopicList};
+use eventbus::{KafkaConfig, RegistryClient, RegistryConfig};
+
+use crate::client::Endpoints;
+use crate::scenario::GatewayRules;
+
+/// A running set of services.
+pub struct Stack {
+    /// The name prefix of topics, subjects, groups and transactional ids.
+    pub prefix: String,
+    /// Where the services listen.
+    pub endpoints: Endpoints,
+    /// Payment's health/metrics base URL.
+    pub payment_url: String,
+    /// The Kafka settings the services use.
+    pub kafka: KafkaConfig,
+    bin_dir: PathBuf,
+    log_dir: PathBuf,
+    rules: GatewayRules,
+    children: BTreeMap<&'static str, Child>,
+    topics: Vec<String>,
+}
+
+/// The workspace's root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The folder of the service binaries built with this test or bench (`target/<profile>`).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+impl Stack {
+    /// Creates the prefixed topics and subjects and starts pipeline, payment and ingress;
+    /// returns once all three answer `/readyz`. `pipeline_args` are timely's (`-w 2`).
+    pub async fn start(rules: GatewayRules, pipeline_args: &[&str]) -> anyhow::Result<Stack> {
+        let prefix = format!("stack-{}-", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let kafka = KafkaConfig::from_env();
+        let registry = RegistryClient::new(&RegistryConfig::from_env())?;
+
+        let mut list = TopicList::load(&workspace_root().join("deploy/topics.toml"))?;
+        for t in &mut list.topics {
+            t.name = format!("{prefix}{}", t.name);
+        }
+        let topics = list.topics.iter().map(|t| t.name.clone()).collect();
+        Admin::new(&kafka.bootstrap, &Default::default())?
+            .apply(&list)
+            .await
+            .context("creating the stack's topics")?;
+        for s in schemas::registry_subjects() {
+            registry
+                .register_history(&format!("{prefix}{}", s.subject), &s.versions)
+                .await
+                .with_context(|| format!("registering {prefix}{}", s.subject))?;
+        }
+
+        let (rest, grpc, views_http, views_grpc, payment_http) = (
+            free_port()?,
+            free_port()?,
+            free_port()?,
+            free_port()?,
+            free_port()?,
+        );
+        let bin_dir = bin_dir();
+        let log_dir = workspace_root()
+            .join("target/stack-logs")
+            .join(prefix.trim_end_matches('-'));
+        std::fs::create_dir_all(&log_dir)?;
+        let mut stack = Stack {
+            endpoints: Endpoints {
+                ingress_rest: format!("http://127.0.0.1:{rest}"),
+                ingress_grpc: format!("http://127.0.0.1:{grpc}"),
+                views_rest: format!("http://127.0.0.1:{views_http}"),
+                views_grpc: format!("http://127.0.0.1:{views_grpc}"),
+            },
+            payment_url: format!("http://127.0.0.1:{payment_http}"),
+            prefix,
+            kafka,
+            bin_dir,
+            log_dir,
+            rules,
+            children: BTreeMap::new(),
+            topics,
+        };
+        let p = stack.prefix.clone();
+        stack.spawn(
+            "pipeline",
+            &[
+                ("PIPELINE__TOPICS__PREFIX", p.clone()),
+                (
+                    "PIPELINE__SINK__TRANSACTIONAL_ID",
+                    format!("{p}inventory-service-sink"),
+                ),
+                ("PIPELINE__SERVER__HTTP", format!("127.0.0.1:{views_http}")),
+                ("PIPELINE__SERVER__GRPC", format!("127.0.0.1:{views_grpc}")),
+            ],
+            pipeline_args,
+        )?;
+        stack.start_payment()?;
+        stack.spawn(
+            "ingress",
+            &[
+                ("INGRESS__REST__LISTEN", format!("127.0.0.1:{rest}")),
+                ("INGRESS__GRPC__LISTEN", format!("127.0.0.1:{grpc}")),
+                (
+                    "INGRESS__VIEWS__ENDPOINT",
+                    format!("http://127.0.0.1:{views_grpc}"),
+                ),
+                (
+                    "INGRESS__TOPICS__ORDER_CREATED",
+                    format!("{p}order-service.order.created"),
+                ),
+                (
+                    "INGRESS__TOPICS__ORDER_UPDATED",
+                    format!("{p}order-service.order.updated"),
+                ),
+                (
+                    "INGRESS__TOPICS__STOCK_ADJUSTED",
+                    format!("{p}inventory-service.stock.adjusted"),
+                ),
+            ],
+            &[],
+        )?;
+        for (name, url) in [
+            ("pipeline", format!("{}/readyz", stack.endpoints.views_rest)),
+            ("payment", format!("{}/readyz", stack.payment_url)),
+            (
+                "ingress",
+                format!("{}/readyz", stack.endpoints.ingress_rest),
+            ),
+        ] {
+            stack
+                .wait_ready(name, &url, Duration::from_secs(120))
+                .await?;
+        }
+        Ok(stack)
+    }
+
+    /// Starts (or restarts) the payment service.
+    pub fn start_payment(&mut self) -> anyhow::Result<()> {
+        let port = self
+            .payment_url
+            .rsplit(':')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let declined = format!(
+            "[{}]",
+            self.rules
+                .declined_customers
+                .iter()
+                .map(|c| format!("\"{c}\""))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        self.spawn(
+            "payment",
+            &[
+                ("PAYMENT__TOPICS__PREFIX", self.prefix.clone()),
+                ("PAYMENT__HTTP__LISTEN", format!("127.0.0.1:{port}")),
+                ("PAYMENT__GATEWAY__DECLINED_CUSTOMERS", declined),
+                (
+                    "PAYMENT__GATEWAY__AMOUNT_LIMIT_MINOR",
+                    self.rules.amount_limit_minor.to_string(),
+                ),
+            ],
+            &[],
+        )
+    }
+
+    /// Waits until the payment service is ready again.
+    pub async fn wait_payment_ready(&mut self) -> anyhow::Result<()> {
+        let url = format!("{}/readyz", self.payment_url);
+        self.wait_ready("payment", &url, Duration::from_secs(120))
+            .await
+    }
+
+    /// Stops a service gracefully (SIGTERM, then SIGKILL after 30 s).
+    pub fn stop(&mut self, name: &str) -> anyhow::Result<()> {
+        if let Some(mut child) = self.children.remove(name) {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while child.try_wait()?.is_none() {
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.wait();
+        }
+        Ok(())
+    }
+
+    /// The prefixed name of a project topic.
+    pub fn topic(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    /// Where a service's log is.
+    pub fn log(&self, name: &str) -> PathBuf {
+        self.log_dir.join(format!("{name}.log"))
+    }
+
+    fn spawn(
+        &mut self,
+        name: &'static str,
+        env: &[(&str, String)],
+        args: &[&str],
+    ) -> anyhow::Result<()> {
+        let bin = self.bin_dir.join(name);
+        if !bin.exists() {
+            bail!(
+                "{} is missing: build it first (`cargo build -p {name}`)",
+                bin.display()
+            );
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log(name))?;
+        let child = Command::new(&bin)
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .env("KAFKA_BOOTSTRAP", &self.kafka.bootstrap)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        self.children.insert(name, child);
+        Ok(())
+    }
+
+    async fn wait_ready(&mut self, name: &str, url: &str, timeout: Duration) -> anyhow::Result<()> {
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(r) = http.get(url).timeout(Duration::from_secs(2)).send().await
+                && r.status().is_success()
+            {
+                return Ok(());
+            }
+            if let Some(child) = self.children.get_mut(name)
+                && let Some(status) = child.try_wait()?
+            {
+                bail!(
+                    "{name} exited with {status}: see {}",
+                    self.log(name).display()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{name} not ready after {timeout:?}: see {}",
+                    self.log(name).display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Stops every service and deletes the stack's topics.
+    pub async fn shutdown(mut self) {
+        for name in ["ingress", "payment", "pipeline"] {
+            let _ = self.stop(name);
+        }
+        if let Ok(admin) = Admin::new(&self.kafka.bootstrap, &Default::default()) {
+            let names: Vec<&str> = self.topics.iter().map(String::as_str).collect();
+            let _ = admin.delete_topics(&names).await;
+        }
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        for child in self.children.values_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! The client of the pipeline's ViewService (`proto/orderpipeline/v1/views.proto`), for
+//! `GET /v1/orders/{id}` / `GetOrder` and for the currency of order changes.
+//!
+//! The views live in the pipeline, not here: ingress keeps no order state, so a status
+//! read is a call to the pipeline with a short deadline. The connection is lazy (made on
+//! the first call, re-made after failures by tonic's channel), so ingress starts and
+//! serves orders while the pipeline is down; the reads then fail fast with
+//! [`ViewsError::Unavailable`], which the APIs answer honestly with 503 / UNAVAILABLE
+//! rather than a guess or a hang.
+
+use std::time::Duration;
+
+use tonic::Code;
+use tonic::transport::{Channel, Endpoint};
+use uuid::Uuid;
+
+use crate::config::ViewsConfig;
+use crate::proto::view_service_client::ViewServiceClient;
+use crate::proto::{GetOrderViewRequest, OrderStatus};
+
+/// Why a view read failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ViewsError {
+    /// The pipeline is down, starting, or too slow: retry later.
+    #[error("views unavailable: {0}")]
+    Unavailable(String),
+    /// The pipeline answered something unusable (a bug on one side).
+    #[error("views answered badly: {0}")]
+    BadAnswer(String),
+}
+
+/// An order as the pipeline's view has it, and the epoch the answer reflects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderStatusView {
+    /// The order.
+    pub order_id: Uuid,
+    /// CREATED, PAID, PAYMENT_FAILED or CANCELLED.
+    pub status: OrderStatus,
+    /// Current total in minor units.
+    pub total_minor: i64,
+    /// ISO 4217 code.
+    pub currency: String,
+    /// The closed epoch the answer reflects.
+    pub epoch: u64,
+    /// Wall-clock time of that epoch, UTC milliseconds.
+    pub as_of_ms: i64,
+}
+
+/// The JSON/API name of a status (`CREATED`, ...), without the proto prefix.
+pub fn status_name(status: OrderStatus) -> &'static str {
+    match status {
+        OrderStatus::Unspecified => "UNSPECIFIED",
+        OrderStatus::Created => "CREATED",
+        OrderStatus::Paid => "PAID",
+        OrderStatus::PaymentFailed => "PAYMENT_FAILED",
+        OrderStatus::Cancelled => "CANCELLED",
+    }
+}
+
+/// A client of the ViewService. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ViewsClient {
+    client: ViewServiceClient<Channel>,
+    timeout: Duration,
+}
+
+impl ViewsClient {
+    /// A lazily connecting client; fails only on an unusable endpoint URL.
+    pub fn new(config: &ViewsConfig) -> Result<Self, tonic::transport::Error> {
+        let channel = Endpoint::from_shared(config.endpoint.clone())?
+            .connect_timeout(config.connect_timeout)
+            .timeout(config.timeout)
+            .connect_lazy();
+        Ok(ViewsClient {
+            client: ViewServiceClient::new(channel),
+            timeout: config.timeout,
+        })
+    }
+
+    /// The order's view; `None` when the view does not hold the order.
+    pub async fn order(&self, order_id: Uuid) -> Result<Option<OrderStatusView>, ViewsError> {
+        let mut request = tonic::Request::new(GetOrderViewRequest {
+            order_id: order_id.to_string(),
+        });
+        request.set_timeout(self.timeout);
+        let mut client = self.client.clone();
+        let call = tokio::time::timeout(self.timeout, client.get_order(request)).await;
+        let response = match call {
+            Err(_) => {
+                return Err(ViewsError::Unavailable(format!(
+                    "no answer within {:?}",
+                    self.timeout
+                )));
+            }
+            Ok(Err(status)) => {
+                return match status.code() {
+                    Code::NotFound => Ok(None),
+                    Code::Unavailable
+                    | Code::DeadlineExceeded
+                    | Code::Cancelled
+                    | Code::ResourceExhausted
+                    | Code::Aborted
+                    | Code::Unknown => Err(ViewsError::Unavailable(format!(
+                        "{:?}: {}",
+                        status.code(),
+                        status.message()
+                    ))),
+                    other => Err(ViewsError::BadAnswer(format!(
+                        "{other:?}: {}",
+                        status.message()
+                    ))),
+                };
+            }
+            Ok(Ok(response)) => response.into_inner(),
+        };
+        let freshness = response.freshness.unwrap_or_default();
+        let Some(order) = response.order else {
+            return Ok(None);
+        };
+        let status = OrderStatus::try_from(order.status)
+            .ok()
+            .filter(|s| *s != OrderStatus::Unspecified)
+            .ok_or_else(|| {
+                ViewsError::BadAnswer(format!("unknown order status {}", order.status))
+            })?;
+        let answered_id = Uuid::try_parse(&order.order_id)
+            .map_err(|e| ViewsError::BadAnswer(format!("order id {:?}: {e}", order.order_id)))?;
+        if answered_id != order_id {
+            return Err(ViewsError::BadAnswer(format!(
+                "asked for order {order_id}, got {answered_id}"
+            )));
+        }
+        Ok(Some(OrderStatusView {
+            order_id,
+            status,
+            total_minor: order.total_minor,
+            currency: order.currency,
+            epoch: freshness.epoch,
+            as_of_ms: freshness.as_of_ms,
+        }))
+    }
+}

@@ -245,7 +245,10 @@ start_services() {
     if ! alive "$name"; then
       mkdir -p "$RUN_DIR/logs/$name"
       # ORDERPIPELINE_RUN marks the process as ours for `alive` and `down`.
-      launch "$name" "$RUN_DIR/logs/$name/$name.log" env ORDERPIPELINE_RUN="$RUN_DIR" \
+      # A service's local settings, if any, come from deploy/local/services/<name>.toml.
+      local cfg=() upper; upper="$(tr '[:lower:]' '[:upper:]' <<<"$name")"
+      [[ -f "$HERE/services/$name.toml" ]] && cfg=("${upper}_CONFIG=$HERE/services/$name.toml")
+      launch "$name" "$RUN_DIR/logs/$name/$name.log" env ORDERPIPELINE_RUN="$RUN_DIR" "${cfg[@]}" \
         KAFKA_BOOTSTRAP="$BOOTSTRAP" REGISTRY_URL="$REGISTRY_URL" "$bin"
     fi
     local deadline=$((SECONDS + READY_TIMEOUT))

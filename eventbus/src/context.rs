@@ -120,6 +120,14 @@ impl ClientContext for BusContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        // End of partition is a notification for readers that asked for it
+        // (`enable.partition.eof`), not a failure.
+        if matches!(error, KafkaError::PartitionEOF(_))
+            || matches!(&error, KafkaError::Global(code) if *code == rdkafka::types::RDKafkaErrorCode::PartitionEOF)
+        {
+            tracing::debug!(target: "librdkafka", client = %self.name, "{error}: {reason}");
+            return;
+        }
         let e = BusError::kafka("client", error);
         let fault = e.fault().as_str();
         if e.is_retriable() {

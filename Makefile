@@ -8,6 +8,8 @@
 #   make clean   down, then wipes data and logs
 #   make test    unit + integration tests against the real local platform (started if needed)
 #   make lint    cargo fmt --check and clippy -D warnings
+#   make demo    a realistic stream of orders against `make up`, the inventory view live
+#   make bench   pipeline vs Kafka's floor (BENCH_MODE=full|short, BENCH_OUT=dir; benches/README.md)
 #
 # Runtime files (config, data, logs, pids) live in .run/ ; jar caches in deploy/local/.cache.
 
@@ -16,7 +18,7 @@ PLATFORM := deploy/local/platform.sh
 export KAFKA_BOOTSTRAP ?= 127.0.0.1:19092,127.0.0.1:29092,127.0.0.1:39092
 export REGISTRY_URL ?= http://127.0.0.1:8081
 
-.PHONY: up down status clean test test-unit lint fmt schemas
+.PHONY: up down status clean test test-unit lint fmt schemas bench demo
 
 up:
 	@CARGO_PROFILE=release $(PLATFORM) up
@@ -50,3 +52,14 @@ lint:
 
 fmt:
 	cargo fmt --all
+
+bench:
+	@PLATFORM_ONLY=1 CARGO_PROFILE=release $(PLATFORM) up
+	cargo build --release -p ingress -p payment -p pipeline -p benches
+	target/release/pipeline-bench --mode $(or $(BENCH_MODE),full) --out $(or $(BENCH_OUT),target/bench)
+
+# Needs `make up`. Sends orders over REST and gRPC (some declined, changed, cancelled)
+# and restocks, and redraws the pipeline's inventory view in place.
+demo:
+	@cargo build -q --release -p benches --bin demo
+	@target/release/demo $(DEMO_ARGS)

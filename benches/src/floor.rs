@@ -1,5 +1,13 @@
-//! Kafka's own floor: its `ProducerPerformance` tool, run from the same jars as the local
-//! cluster (`deploy/local/.cache/kafka-libs`), against the same cluster.
+//! Kafka's own floor: its `ProducerPerformance` and `EndToEndLatency` tools, run from the
+//! same jars as the local cluster (`deploy/local/.cache/kafka-libs`), against the same
+//! cluster.
+//!
+//! They are the baselines the benchmarks divide by: `ProducerPerformance` is the most one
+//! producer can push through with our safety settings (acks=all, idempotence), and
+//! `EndToEndLatency` is the cost of one synchronous hop (produce with acks, then the
+//! record read back by a consumer). A pipeline path that crosses Kafka twice (ingress →
+//! dataflow → `stock.updated`) cannot be faster than that hop; the ratio says how many
+//! hops' worth it costs.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -107,6 +115,96 @@ pub fn producer_performance(
         .with_context(|| format!("no summary line in ProducerPerformance output:\n{stdout}"))
 }
 
+/// The result of `EndToEndLatency`: one record at a time, produced (with the given acks)
+/// and read back by a consumer, so every figure is a full produce → fetch round.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct EndToEnd {
+    /// Records sent (and read back).
+    pub records: u64,
+    /// Mean latency.
+    pub avg_ms: f64,
+    /// Median latency.
+    pub p50_ms: f64,
+    /// 99th percentile latency.
+    pub p99_ms: f64,
+    /// 99.9th percentile latency.
+    pub p999_ms: f64,
+}
+
+/// Parses the two closing lines of `EndToEndLatency` (Kafka 4.x):
+/// `Avg latency: 9.5590 ms` and `Percentiles: 50th = 6, 99th = 41, 99.9th = 236`.
+/// `records` is what was asked for; the tool fails rather than report fewer.
+pub fn parse_end_to_end(text: &str, records: u64) -> Option<EndToEnd> {
+    let avg = text
+        .lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("Avg latency:"))?
+        .split_whitespace()
+        .next()?
+        .parse::<f64>()
+        .ok()?;
+    let pct = text
+        .lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("Percentiles:"))?;
+    let field = |name: &str| {
+        pct.split(',').find_map(|part| {
+            let (k, v) = part.split_once('=')?;
+            if k.trim() == name {
+                v.trim().parse::<f64>().ok()
+            } else {
+                None
+            }
+        })
+    };
+    Some(EndToEnd {
+        records,
+        avg_ms: avg,
+        p50_ms: field("50th")?,
+        p99_ms: field("99th")?,
+        p999_ms: field("99.9th")?,
+    })
+}
+
+/// Runs `EndToEndLatency` on `topic` (which should exist, with the replication the
+/// comparison needs): `records` records of `record_size` bytes, produced one at a time
+/// with `acks` (`all` or `1`), each awaited by its consumer before the next is sent.
+pub fn end_to_end_latency(
+    bootstrap: &str,
+    topic: &str,
+    records: u64,
+    record_size: usize,
+    acks: &str,
+) -> anyhow::Result<EndToEnd> {
+    let libs = kafka_libs();
+    if !libs.is_dir() {
+        bail!(
+            "{} is missing: run `make up` first (it fetches the Kafka jars)",
+            libs.display()
+        );
+    }
+    let out = Command::new("java")
+        .args(["-Xmx512m", "-cp"])
+        .arg(format!("{}/*", libs.display()))
+        .arg("org.apache.kafka.tools.EndToEndLatency")
+        .args(["--bootstrap-server", bootstrap, "--topic", topic])
+        .args(["--num-records", &records.to_string()])
+        .args(["--producer-acks", acks])
+        .args(["--record-size", &record_size.to_string()])
+        .output()
+        .context("running java EndToEndLatency")?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!(
+            "EndToEndLatency failed: {}\n{}",
+            stdout,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    parse_end_to_end(&stdout, records)
+        .with_context(|| format!("no latency lines in EndToEndLatency output:\n{stdout}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,5 +221,17 @@ mod tests {
         assert_eq!(p.p50_ms, 70.0);
         assert_eq!(p.p99_ms, 300.0);
         assert!(parse_summary("nothing here").is_none());
+    }
+
+    #[test]
+    fn parses_the_end_to_end_lines() {
+        let text = "0\t236.05215900000002\n1000\t5.2\nAvg latency: 9.5590 ms\n\
+            Percentiles: 50th = 6, 99th = 41, 99.9th = 236\n";
+        let e = parse_end_to_end(text, 2000).unwrap();
+        assert_eq!(e.records, 2000);
+        assert_eq!(e.avg_ms, 9.559);
+        assert_eq!((e.p50_ms, e.p99_ms, e.p999_ms), (6.0, 41.0, 236.0));
+        assert!(parse_end_to_end("Avg latency: 3 ms\n", 1).is_none());
+        assert!(parse_end_to_end("", 1).is_none());
     }
 }

@@ -3,9 +3,13 @@
 //!
 //! - `publish-bench`: eventbus typed publish (validate, Avro, registry, CloudEvents
 //!   headers, acks=all, RF 3) against Kafka's own `ProducerPerformance`.
+//! - `pipeline-bench` (`make bench`): `POST /v1/orders` → `stock.updated` readable, at
+//!   fixed open-loop loads, against `ProducerPerformance` and `EndToEndLatency`.
+//! - `loadgen`: open-loop orders at a target rate against running services.
 
 pub mod client;
 pub mod floor;
+pub mod load;
 pub mod scenario;
 pub mod stack;
 pub mod stats;

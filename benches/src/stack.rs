@@ -287,7 +287,7 @@ impl Stack {
         }
     }
 
-    /// Stops every service and deletes the stack's topics.
+    /// Stops every service and deletes the stack's topics and registry subjects.
     pub async fn shutdown(mut self) {
         for name in ["ingress", "payment", "pipeline"] {
             let _ = self.stop(name);
@@ -295,6 +295,13 @@ impl Stack {
         if let Ok(admin) = Admin::new(&self.kafka.bootstrap, &Default::default()) {
             let names: Vec<&str> = self.topics.iter().map(String::as_str).collect();
             let _ = admin.delete_topics(&names).await;
+        }
+        if let Ok(registry) = RegistryClient::new(&RegistryConfig::from_env()) {
+            for s in schemas::registry_subjects() {
+                let _ = registry
+                    .delete_subject(&format!("{}{}", self.prefix, s.subject), true)
+                    .await;
+            }
         }
     }
 }

@@ -1,0 +1,206 @@
+//! The progress topic: what the sink commits with each transaction, and reading it back.
+//!
+//! `inventory-service.progress` has one partition (so its records are one total order of
+//! commits) and is never deleted (`retention.ms = -1`, see `deploy/topics.toml`). Every
+//! transaction of the sink writes exactly one [`ProgressRecord`] next to the
+//! `stock.updated` and dead-letter records of the epochs it commits; a `read_committed`
+//! reader therefore sees a record exactly when it sees that output.
+//!
+//! A record lists, for each epoch of the transaction, the upper offsets of the input
+//! partitions the epoch ingested (the time bindings of [`crate::clock`]), and the
+//! frontier after the transaction: every epoch below it is done. JSON, so that an
+//! operator can read the topic with any tool; a few hundred bytes per transaction.
+//!
+//! On start-up, after the sink has fenced any previous incarnation of the job
+//! (`init_transactions`), every process reads the whole topic ([`read_progress`]) up to
+//! its last stable offset and builds the [`Bindings`].
+
+use std::time::{Duration, Instant};
+
+use eventbus::KafkaConfig;
+use rdkafka::Message;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Bindings;
+use crate::error::PipelineError;
+use crate::kafka::JobContext;
+
+/// The format version written into every record.
+pub const FORMAT: u32 = 1;
+
+/// One committed epoch: its time and the uppers it reached.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpochBinding {
+    /// The epoch (UTC ms); also the `version` of the `stock.updated` records it emitted.
+    pub time: u64,
+    /// `(topic index, partition, upper)`: one past the offset of the last record of that
+    /// partition ingested in this epoch; only partitions the epoch read from.
+    pub uppers: Vec<(u8, i32, i64)>,
+    /// `(topic index, partition, offset)` of the records of this epoch that went to the
+    /// dead-letter topic: a replay skips them instead of decoding them again (a schema
+    /// registered meanwhile must not turn a dead letter into an event).
+    #[serde(default)]
+    pub dead: Vec<(u8, i32, i64)>,
+}
+
+/// What the sink commits with every transaction.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProgressRecord {
+    /// [`FORMAT`].
+    pub format: u32,
+    /// The epochs this transaction commits, in increasing time.
+    pub epochs: Vec<EpochBinding>,
+    /// Every epoch below this time is done (last epoch + 1).
+    pub frontier: u64,
+    /// Wall-clock time of the commit, for operators.
+    pub committed_at_ms: u64,
+}
+
+impl ProgressRecord {
+    /// Serializes to the topic's value format.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Parses a value of the progress topic.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
+        let record: ProgressRecord =
+            serde_json::from_slice(bytes).map_err(|e| format!("not a progress record: {e}"))?;
+        if record.format != FORMAT {
+            return Err(format!(
+                "progress format {} is not the supported {FORMAT}",
+                record.format
+            ));
+        }
+        Ok(record)
+    }
+}
+
+/// Everything read from the progress topic at start-up.
+#[derive(Clone, Debug, Default)]
+pub struct Progress {
+    /// The time bindings of every committed epoch.
+    pub bindings: Bindings,
+    /// How many progress records (transactions) were read.
+    pub transactions: usize,
+}
+
+/// Reads every committed record of the progress topic (read_committed, from the
+/// beginning to the last stable offset). Blocking.
+pub fn read_progress(
+    kafka: &KafkaConfig,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Progress, PipelineError> {
+    let records = read_records(kafka, topic, timeout)?;
+    let bindings = Bindings::from_records(&records).map_err(|message| PipelineError::Progress {
+        topic: topic.to_owned(),
+        message,
+    })?;
+    Ok(Progress {
+        bindings,
+        transactions: records.len(),
+    })
+}
+
+/// Every committed progress record of `topic`, in commit order. Blocking.
+pub fn read_records(
+    kafka: &KafkaConfig,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Vec<ProgressRecord>, PipelineError> {
+    let mut config = kafka.client_config();
+    config
+        .set("group.id", format!("{}-progress-reader", kafka.client_id))
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("statistics.interval.ms", "0");
+    let consumer: BaseConsumer<JobContext> = config
+        .create_with_context(JobContext::new("progress-reader"))
+        .map_err(|e| PipelineError::kafka("create progress reader", e))?;
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(|e| PipelineError::kafka(format!("metadata of {topic}"), e))?;
+    let partitions = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .filter(|t| t.error().is_none())
+        .map_or(0, |t| t.partitions().len());
+    if partitions != 1 {
+        return Err(PipelineError::Setup(format!(
+            "progress topic {topic} must exist with exactly one partition (found {partitions}); create it from deploy/topics.toml"
+        )));
+    }
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .map_err(|e| PipelineError::kafka("assign progress", e))?;
+    consumer
+        .assign(&tpl)
+        .map_err(|e| PipelineError::kafka("assign progress", e))?;
+    let deadline = Instant::now() + timeout;
+    let mut records = Vec::new();
+    loop {
+        if Instant::now() > deadline {
+            return Err(PipelineError::Progress {
+                topic: topic.to_owned(),
+                message: format!("not read to its end within {timeout:?}"),
+            });
+        }
+        match consumer.poll(Duration::from_millis(200)) {
+            None => {}
+            Some(Err(KafkaError::PartitionEOF(_))) => break,
+            Some(Err(e)) => return Err(PipelineError::kafka(format!("read {topic}"), e)),
+            Some(Ok(message)) => {
+                let record = ProgressRecord::from_bytes(message.payload().unwrap_or_default())
+                    .map_err(|message| PipelineError::Progress {
+                        topic: topic.to_owned(),
+                        message,
+                    })?;
+                records.push(record);
+            }
+        }
+    }
+    Ok(records)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_build_bindings() {
+        let record = ProgressRecord {
+            format: FORMAT,
+            epochs: vec![
+                EpochBinding {
+                    time: 10,
+                    uppers: vec![(0, 1, 5)],
+                    dead: vec![(0, 1, 3)],
+                },
+                EpochBinding {
+                    time: 20,
+                    uppers: vec![(0, 1, 9), (4, 0, 1)],
+                    dead: vec![],
+                },
+            ],
+            frontier: 21,
+            committed_at_ms: 1,
+        };
+        let back = ProgressRecord::from_bytes(&record.to_bytes()).unwrap();
+        assert_eq!(back, record);
+        let b = Bindings::from_records([&record]).unwrap();
+        assert_eq!(b.bind(0, 1, 6), Some(20));
+        assert_eq!(b.last_epoch(), Some(20));
+        assert!(b.is_dead(0, 1, 3));
+        assert!(!b.is_dead(0, 1, 4));
+        assert!(ProgressRecord::from_bytes(b"{}").is_err());
+        let mut future = record;
+        future.format = 2;
+        assert!(ProgressRecord::from_bytes(&future.to_bytes()).is_err());
+    }
+}

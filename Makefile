@@ -56,10 +56,10 @@ fmt:
 bench:
 	@PLATFORM_ONLY=1 CARGO_PROFILE=release $(PLATFORM) up
 	cargo build --release -p ingress -p payment -p pipeline -p benches
-	target/release/pipeline-bench --mode $(or $(BENCH_MODE),full) --out $(or $(BENCH_OUT),target/bench)
+	$${CARGO_TARGET_DIR:-target}/release/pipeline-bench --mode $(or $(BENCH_MODE),full) --out $(or $(BENCH_OUT),target/bench)
 
 # Needs `make up`. Sends orders over REST and gRPC (some declined, changed, cancelled)
 # and restocks, and redraws the pipeline's inventory view in place.
 demo:
 	@cargo build -q --release -p benches --bin demo
-	@target/release/demo $(DEMO_ARGS)
+	@$${CARGO_TARGET_DIR:-target}/release/demo $(DEMO_ARGS)

@@ -28,6 +28,8 @@ READY_TIMEOUT="${READY_TIMEOUT:-180}"
 # The profile the operator tool (busctl) is built in; `make test` uses dev to share the
 # test build, `make up` uses release together with the services.
 CARGO_PROFILE="${CARGO_PROFILE:-release}"
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+profile_dir() { echo "$TARGET_DIR/$([[ $CARGO_PROFILE == dev ]] && echo debug || echo "$CARGO_PROFILE")"; }
 
 KAFKA_VERSION="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$HERE/pom.xml")"
 APICURIO_VERSION="$(sed -n 's:.*<apicurio.version>\(.*\)</apicurio.version>.*:\1:p' "$HERE/pom.xml")"
@@ -64,7 +66,7 @@ fetch() {
 }
 
 busctl() {
-  local bin="$ROOT/target/$([[ $CARGO_PROFILE == dev ]] && echo debug || echo "$CARGO_PROFILE")/busctl"
+  local bin; bin="$(profile_dir)/busctl"
   if [[ ! -x "$bin" || -n "$(find "$ROOT/eventbus" "$ROOT/schemas" "$ROOT/deploy/topics.toml" -newer "$bin" -print -quit 2>/dev/null)" ]]; then
     say "building busctl (the operator tool) with cargo --profile $CARGO_PROFILE"
     (cd "$ROOT" && cargo build -q --profile "$CARGO_PROFILE" -p eventbus --bin busctl) || die "cargo build of busctl failed"
@@ -239,7 +241,7 @@ start_services() {
   say "building ${names[*]} (cargo --profile $CARGO_PROFILE)"
   (cd "$ROOT" && cargo build -q --profile "$CARGO_PROFILE" $(printf -- '-p %s ' "${names[@]}")) ||
     die "cargo build of the services failed"
-  local dir; dir="$ROOT/target/$([[ $CARGO_PROFILE == dev ]] && echo debug || echo "$CARGO_PROFILE")"
+  local dir; dir="$(profile_dir)"
   for entry in "${entries[@]}"; do
     name="${entry%% *}"; url="${entry#* }"; bin="$dir/$name"
     if ! alive "$name"; then

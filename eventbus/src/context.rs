@@ -69,6 +69,29 @@ impl BusContext {
     }
 }
 
+/// Routes one librdkafka log line into `tracing` (target `librdkafka`, fields `client`
+/// and `facility`) at the matching level. Every client context of the project uses this,
+/// including ones that cannot be a [`BusContext`] (the pipeline's transactional sink).
+pub fn log_to_tracing(client: &str, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+    match level {
+        RDKafkaLogLevel::Emerg
+        | RDKafkaLogLevel::Alert
+        | RDKafkaLogLevel::Critical
+        | RDKafkaLogLevel::Error => {
+            tracing::error!(target: "librdkafka", client, facility = fac, "{log_message}")
+        }
+        RDKafkaLogLevel::Warning => {
+            tracing::warn!(target: "librdkafka", client, facility = fac, "{log_message}")
+        }
+        RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+            tracing::info!(target: "librdkafka", client, facility = fac, "{log_message}")
+        }
+        RDKafkaLogLevel::Debug => {
+            tracing::debug!(target: "librdkafka", client, facility = fac, "{log_message}")
+        }
+    }
+}
+
 fn partitions(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
     tpl.elements()
         .iter()
@@ -78,24 +101,7 @@ fn partitions(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
 
 impl ClientContext for BusContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
-        let client = self.name.as_str();
-        match level {
-            RDKafkaLogLevel::Emerg
-            | RDKafkaLogLevel::Alert
-            | RDKafkaLogLevel::Critical
-            | RDKafkaLogLevel::Error => {
-                tracing::error!(target: "librdkafka", client, facility = fac, "{log_message}")
-            }
-            RDKafkaLogLevel::Warning => {
-                tracing::warn!(target: "librdkafka", client, facility = fac, "{log_message}")
-            }
-            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
-                tracing::info!(target: "librdkafka", client, facility = fac, "{log_message}")
-            }
-            RDKafkaLogLevel::Debug => {
-                tracing::debug!(target: "librdkafka", client, facility = fac, "{log_message}")
-            }
-        }
+        log_to_tracing(&self.name, level, fac, log_message);
     }
 
     fn stats(&self, statistics: Statistics) {

@@ -44,24 +44,7 @@ impl JobContext {
 
 impl ClientContext for JobContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
-        let client = self.name.as_str();
-        match level {
-            RDKafkaLogLevel::Emerg
-            | RDKafkaLogLevel::Alert
-            | RDKafkaLogLevel::Critical
-            | RDKafkaLogLevel::Error => {
-                tracing::error!(target: "librdkafka", client, facility = fac, "{log_message}")
-            }
-            RDKafkaLogLevel::Warning => {
-                tracing::warn!(target: "librdkafka", client, facility = fac, "{log_message}")
-            }
-            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
-                tracing::info!(target: "librdkafka", client, facility = fac, "{log_message}")
-            }
-            RDKafkaLogLevel::Debug => {
-                tracing::debug!(target: "librdkafka", client, facility = fac, "{log_message}")
-            }
-        }
+        eventbus::context::log_to_tracing(&self.name, level, fac, log_message);
     }
 
     fn stats(&self, statistics: Statistics) {

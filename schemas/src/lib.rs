@@ -87,6 +87,26 @@
 
 use apache_avro::Schema;
 
+/// The part of an [`Event`] impl that only binds the type to its schema history: the
+/// newest schema and its text, and the Avro codec with that schema. Written once here so
+/// the six event impls differ only in what really differs (topic, key, time, rules).
+macro_rules! schema_binding {
+    ($history:ident) => {
+        fn schema() -> &'static Schema {
+            $history.schema()
+        }
+        fn schema_text() -> &'static str {
+            $history.newest_text()
+        }
+        fn to_avro(&self) -> Result<Vec<u8>, CodecError> {
+            codec::encode(self, Self::schema())
+        }
+        fn from_avro(writer: &Schema, datum: &[u8]) -> Result<Self, CodecError> {
+            codec::decode(writer, Self::schema(), datum)
+        }
+    };
+}
+
 mod codec;
 mod currency;
 mod order;

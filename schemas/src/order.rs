@@ -84,12 +84,7 @@ impl Event for OrderCreated {
     const TOPIC: &'static str = "order-service.order.created";
     const TYPE: &'static str = "order.created";
 
-    fn schema() -> &'static Schema {
-        ORDER_CREATED.schema()
-    }
-    fn schema_text() -> &'static str {
-        ORDER_CREATED.newest_text()
-    }
+    schema_binding!(ORDER_CREATED);
     fn key(&self) -> String {
         self.order_id.to_string()
     }
@@ -113,12 +108,6 @@ impl Event for OrderCreated {
         v.check("created_at", validate_time_ms(self.created_at));
         v.check("channel", validate_channel(self.channel.as_deref()));
         v.into_result()
-    }
-    fn to_avro(&self) -> Result<Vec<u8>, CodecError> {
-        codec::encode(self, Self::schema())
-    }
-    fn from_avro(writer: &Schema, datum: &[u8]) -> Result<Self, CodecError> {
-        codec::decode(writer, Self::schema(), datum)
     }
 }
 
@@ -174,12 +163,7 @@ impl Event for OrderUpdated {
     const TOPIC: &'static str = "order-service.order.updated";
     const TYPE: &'static str = "order.updated";
 
-    fn schema() -> &'static Schema {
-        ORDER_UPDATED.schema()
-    }
-    fn schema_text() -> &'static str {
-        ORDER_UPDATED.newest_text()
-    }
+    schema_binding!(ORDER_UPDATED);
     fn key(&self) -> String {
         self.order_id.to_string()
     }
@@ -228,11 +212,5 @@ impl Event for OrderUpdated {
         }
         v.check("updated_at", validate_time_ms(self.updated_at));
         v.into_result()
-    }
-    fn to_avro(&self) -> Result<Vec<u8>, CodecError> {
-        codec::encode(self, Self::schema())
-    }
-    fn from_avro(writer: &Schema, datum: &[u8]) -> Result<Self, CodecError> {
-        codec::decode(writer, Self::schema(), datum)
     }
 }

@@ -54,12 +54,7 @@ impl Event for PaymentCompleted {
     const TOPIC: &'static str = "payment-service.payment.completed";
     const TYPE: &'static str = "payment.completed";
 
-    fn schema() -> &'static Schema {
-        PAYMENT_COMPLETED.schema()
-    }
-    fn schema_text() -> &'static str {
-        PAYMENT_COMPLETED.newest_text()
-    }
+    schema_binding!(PAYMENT_COMPLETED);
     fn key(&self) -> String {
         self.order_id.to_string()
     }
@@ -78,12 +73,6 @@ impl Event for PaymentCompleted {
         v.check("currency", validate_currency(&self.currency));
         v.check("completed_at", validate_time_ms(self.completed_at));
         v.into_result()
-    }
-    fn to_avro(&self) -> Result<Vec<u8>, CodecError> {
-        codec::encode(self, Self::schema())
-    }
-    fn from_avro(writer: &Schema, datum: &[u8]) -> Result<Self, CodecError> {
-        codec::decode(writer, Self::schema(), datum)
     }
 }
 
@@ -114,12 +103,7 @@ impl Event for PaymentFailed {
     const TOPIC: &'static str = "payment-service.payment.failed";
     const TYPE: &'static str = "payment.failed";
 
-    fn schema() -> &'static Schema {
-        PAYMENT_FAILED.schema()
-    }
-    fn schema_text() -> &'static str {
-        PAYMENT_FAILED.newest_text()
-    }
+    schema_binding!(PAYMENT_FAILED);
     fn key(&self) -> String {
         self.order_id.to_string()
     }
@@ -139,11 +123,5 @@ impl Event for PaymentFailed {
         v.check("reason", validate_payment_reason(&self.reason));
         v.check("failed_at", validate_time_ms(self.failed_at));
         v.into_result()
-    }
-    fn to_avro(&self) -> Result<Vec<u8>, CodecError> {
-        codec::encode(self, Self::schema())
-    }
-    fn from_avro(writer: &Schema, datum: &[u8]) -> Result<Self, CodecError> {
-        codec::decode(writer, Self::schema(), datum)
     }
 }

@@ -48,12 +48,7 @@ impl Event for StockAdjusted {
     const TOPIC: &'static str = "inventory-service.stock.adjusted";
     const TYPE: &'static str = "stock.adjusted";
 
-    fn schema() -> &'static Schema {
-        STOCK_ADJUSTED.schema()
-    }
-    fn schema_text() -> &'static str {
-        STOCK_ADJUSTED.newest_text()
-    }
+    schema_binding!(STOCK_ADJUSTED);
     fn key(&self) -> String {
         self.sku.clone()
     }
@@ -71,12 +66,6 @@ impl Event for StockAdjusted {
         v.check("reason", validate_adjustment_reason(&self.reason));
         v.check("adjusted_at", validate_time_ms(self.adjusted_at));
         v.into_result()
-    }
-    fn to_avro(&self) -> Result<Vec<u8>, CodecError> {
-        codec::encode(self, Self::schema())
-    }
-    fn from_avro(writer: &Schema, datum: &[u8]) -> Result<Self, CodecError> {
-        codec::decode(writer, Self::schema(), datum)
     }
 }
 
@@ -133,12 +122,7 @@ impl Event for StockUpdated {
     const TOPIC: &'static str = "inventory-service.stock.updated";
     const TYPE: &'static str = "stock.updated";
 
-    fn schema() -> &'static Schema {
-        STOCK_UPDATED.schema()
-    }
-    fn schema_text() -> &'static str {
-        STOCK_UPDATED.newest_text()
-    }
+    schema_binding!(STOCK_UPDATED);
     fn key(&self) -> String {
         self.sku.clone()
     }
@@ -180,11 +164,5 @@ impl Event for StockUpdated {
         }
         v.check("updated_at", validate_time_ms(self.updated_at));
         v.into_result()
-    }
-    fn to_avro(&self) -> Result<Vec<u8>, CodecError> {
-        codec::encode(self, Self::schema())
-    }
-    fn from_avro(writer: &Schema, datum: &[u8]) -> Result<Self, CodecError> {
-        codec::decode(writer, Self::schema(), datum)
     }
 }

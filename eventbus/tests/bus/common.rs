@@ -154,6 +154,18 @@ pub async fn cluster() -> TestCluster {
     }
 }
 
+/// The usual fixture: an `orders` topic with `OrderCreated` registered on it, a DLQ
+/// topic and a group, all unique to the test: (topic, dlq, group, schema id).
+pub async fn order_topics(cluster: &TestCluster) -> (String, String, String, u32) {
+    let topic = cluster.create_topic("orders", 1).await.unwrap();
+    let dlq_topic = cluster.create_topic("svc.dlq", 1).await.unwrap();
+    let schema_id = cluster
+        .register_on_topic::<OrderCreated>(&topic)
+        .await
+        .unwrap();
+    (topic, dlq_topic, cluster.group("svc"), schema_id)
+}
+
 /// A consumer config for tests: own group and DLQ, short timeouts, exact delays.
 pub fn consumer_config(group: &str, topic: &str, dlq: &str) -> ConsumerConfig {
     ConsumerConfig {

@@ -15,19 +15,13 @@ use schemas::{Event, OrderCreated, OrderLine};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::common::{
-    cluster, consumer_config, header, header_names, log, order, start, wait_until,
+    cluster, consumer_config, header, header_names, log, order, order_topics, start, wait_until,
 };
 
 #[tokio::test]
 async fn bad_records_land_in_the_dlq_with_all_headers_and_the_consumer_goes_on() {
     let cluster = cluster().await;
-    let topic = cluster.create_topic("orders", 1).await.unwrap();
-    let dlq_topic = cluster.create_topic("svc.dlq", 1).await.unwrap();
-    let schema_id = cluster
-        .register_on_topic::<OrderCreated>(&topic)
-        .await
-        .unwrap();
-    let group = cluster.group("svc");
+    let (topic, dlq_topic, group, schema_id) = order_topics(&cluster).await;
     let bus = cluster.bus().unwrap();
     let producer = bus.producer();
     let started_ms = now_ms();
@@ -218,13 +212,7 @@ async fn bad_records_land_in_the_dlq_with_all_headers_and_the_consumer_goes_on()
 #[tokio::test]
 async fn transient_failures_are_retried_with_growing_delays_until_success() {
     let cluster = cluster().await;
-    let topic = cluster.create_topic("orders", 1).await.unwrap();
-    let dlq_topic = cluster.create_topic("svc.dlq", 1).await.unwrap();
-    cluster
-        .register_on_topic::<OrderCreated>(&topic)
-        .await
-        .unwrap();
-    let group = cluster.group("svc");
+    let (topic, dlq_topic, group, _) = order_topics(&cluster).await;
     let bus = cluster.bus().unwrap();
     let event = order();
     bus.producer()
@@ -372,13 +360,7 @@ async fn retries_keep_partition_order_and_do_not_block_other_partitions() {
 #[tokio::test]
 async fn fatal_errors_go_to_the_dlq_at_once_and_exhausted_retries_after_the_last_attempt() {
     let cluster = cluster().await;
-    let topic = cluster.create_topic("orders", 1).await.unwrap();
-    let dlq_topic = cluster.create_topic("svc.dlq", 1).await.unwrap();
-    cluster
-        .register_on_topic::<OrderCreated>(&topic)
-        .await
-        .unwrap();
-    let group = cluster.group("svc");
+    let (topic, dlq_topic, group, _) = order_topics(&cluster).await;
     let bus = cluster.bus().unwrap();
     let mut fatal = order();
     fatal.customer_id = "fatal".into();
@@ -509,13 +491,7 @@ async fn crash_child() {
 #[tokio::test]
 async fn a_crash_before_commit_redelivers_the_record() {
     let cluster = cluster().await;
-    let topic = cluster.create_topic("orders", 1).await.unwrap();
-    let dlq_topic = cluster.create_topic("svc.dlq", 1).await.unwrap();
-    cluster
-        .register_on_topic::<OrderCreated>(&topic)
-        .await
-        .unwrap();
-    let group = cluster.group("svc");
+    let (topic, dlq_topic, group, _) = order_topics(&cluster).await;
     let bus = cluster.bus().unwrap();
     let event = order();
     let delivery = bus
@@ -604,13 +580,7 @@ async fn a_crash_before_commit_redelivers_the_record() {
 #[tokio::test]
 async fn shutdown_finishes_the_handler_in_progress_and_commits_it() {
     let cluster = cluster().await;
-    let topic = cluster.create_topic("orders", 1).await.unwrap();
-    let dlq_topic = cluster.create_topic("svc.dlq", 1).await.unwrap();
-    cluster
-        .register_on_topic::<OrderCreated>(&topic)
-        .await
-        .unwrap();
-    let group = cluster.group("svc");
+    let (topic, dlq_topic, group, _) = order_topics(&cluster).await;
     let bus = cluster.bus().unwrap();
     let mut slow = order();
     slow.lines = vec![OrderLine::new("SLOW-1", 1, 100)];
@@ -657,13 +627,7 @@ async fn shutdown_finishes_the_handler_in_progress_and_commits_it() {
 #[tokio::test]
 async fn consumer_lag_is_exported_from_librdkafka_statistics() {
     let cluster = cluster().await;
-    let topic = cluster.create_topic("orders", 1).await.unwrap();
-    let dlq_topic = cluster.create_topic("svc.dlq", 1).await.unwrap();
-    cluster
-        .register_on_topic::<OrderCreated>(&topic)
-        .await
-        .unwrap();
-    let group = cluster.group("svc");
+    let (topic, dlq_topic, group, _) = order_topics(&cluster).await;
     let mut config = cluster.bus_config();
     config.kafka.statistics_interval_ms = 500;
     let bus = eventbus::EventBus::new(&config, BusMetrics::default()).unwrap();
@@ -711,13 +675,7 @@ async fn consumer_lag_is_exported_from_librdkafka_statistics() {
 #[tokio::test]
 async fn a_backoff_longer_than_max_poll_interval_keeps_the_consumer_in_its_group() {
     let cluster = cluster().await;
-    let topic = cluster.create_topic("orders", 1).await.unwrap();
-    let dlq_topic = cluster.create_topic("svc.dlq", 1).await.unwrap();
-    cluster
-        .register_on_topic::<OrderCreated>(&topic)
-        .await
-        .unwrap();
-    let group = cluster.group("svc");
+    let (topic, dlq_topic, group, _) = order_topics(&cluster).await;
     let bus = cluster.bus().unwrap();
     bus.producer()
         .publish_with(&order(), PublishOptions::to_topic(&topic))

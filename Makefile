@@ -1,24 +1,35 @@
 # The order pipeline: one entry point for people and CI.
 #
 #   make up      the local platform: 3 Kafka nodes (KRaft), Apicurio Registry, topics,
-#                schemas, then the services (each logging to .run/logs/<name>/)
+#                ACLs, schemas, then the services (each logging to .run/logs/<name>/).
+#                Secure by default (SASL_SSL + SCRAM, mutual TLS between nodes, ACLs);
+#                SECURITY=plaintext make up for the INSECURE open cluster (after make clean)
+#   make acls    apply deploy/acls.toml to the running cluster (make up does it too)
 #   make schemas register all event schemas in the registry
 #   make status  processes, brokers, controller quorum, under-replicated partitions, registry
 #   make down    stops exactly what `make up` started; data is kept
-#   make clean   down, then wipes data and logs
+#   make clean   down, then wipes data, logs and secrets
 #   make test    unit + integration tests against the real local platform (started if needed)
 #   make lint    cargo fmt --check and clippy -D warnings
 #   make demo    a realistic stream of orders against `make up`, the inventory view live
 #   make bench   pipeline vs Kafka's floor (BENCH_MODE=full|short, BENCH_OUT=dir; benches/README.md)
 #
-# Runtime files (config, data, logs, pids) live in .run/ ; jar caches in deploy/local/.cache.
+# Runtime files (config, data, logs, pids, secrets) live in .run/ ; jar caches in
+# deploy/local/.cache. Credentials: .run/secrets/<principal>.conf (librdkafka: kcat -F and
+# every Rust process via KAFKA_CLIENT_CONFIG) and .run/secrets/<principal>.properties (Java
+# tools); principals admin, ingress, payment, pipeline, registry.
 
 SHELL := /bin/bash
 PLATFORM := deploy/local/platform.sh
 export KAFKA_BOOTSTRAP ?= 127.0.0.1:19092,127.0.0.1:29092,127.0.0.1:39092
 export REGISTRY_URL ?= http://127.0.0.1:8081
 
-.PHONY: up down status clean test test-unit lint fmt schemas bench demo
+# Tests, benchmarks and the demo connect as the super user admin (they create and delete
+# their own topics, groups and transactional ids).
+ADMIN_CLIENT_CONFIG := $(CURDIR)/.run/secrets/admin.conf
+test bench demo: export KAFKA_CLIENT_CONFIG ?= $(ADMIN_CLIENT_CONFIG)
+
+.PHONY: up down status clean acls test test-unit lint fmt schemas bench demo
 
 up:
 	@CARGO_PROFILE=release $(PLATFORM) up
@@ -31,6 +42,10 @@ status:
 
 clean:
 	@$(PLATFORM) clean
+
+# Makes the cluster's ACLs exactly deploy/acls.toml (prints each change; nothing if none).
+acls:
+	@CARGO_PROFILE=$${CARGO_PROFILE:-release} $(PLATFORM) acls
 
 # Registers every version of every event schema under `<topic>-value` (idempotent;
 # `make up` does it too). Services refuse to start while their schemas are missing.

@@ -16,16 +16,19 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use rdkafka::ClientConfig;
 use rdkafka::admin::{
     AdminClient, AdminOptions, AlterConfig, NewPartitions, NewTopic, ResourceSpecifier,
     TopicReplication,
 };
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::metadata::Metadata;
 use serde::Deserialize;
+
+use crate::config::KafkaSettings;
+use crate::context::BusContext;
+use crate::error::BusError;
+use crate::metrics::BusMetrics;
 
 /// Errors of the admin operations.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +72,9 @@ pub enum AdminError {
     /// Kafka refused or failed an operation.
     #[error("kafka: {0}")]
     Kafka(#[from] KafkaError),
+    /// A client could not be built (configuration, credentials file).
+    #[error(transparent)]
+    Client(#[from] BusError),
     /// A per-topic operation failed.
     #[error("{operation} {topic}: {code}")]
     Topic {
@@ -195,29 +201,35 @@ impl std::fmt::Display for Change {
     }
 }
 
-/// An admin client plus a metadata client on one bootstrap list.
+/// An admin client plus a metadata client, built by [`crate::client`].
 pub struct Admin {
-    admin: AdminClient<DefaultClientContext>,
-    meta: BaseConsumer,
+    admin: AdminClient<BusContext>,
+    meta: BaseConsumer<BusContext>,
 }
 
 impl Admin {
-    /// Connects (lazily: nothing is sent until the first call) to `bootstrap`, with
-    /// `extra` client settings (security and the like).
-    pub fn new(bootstrap: &str, extra: &BTreeMap<String, String>) -> Result<Self, AdminError> {
-        let mut cfg = ClientConfig::new();
-        cfg.set("bootstrap.servers", bootstrap);
-        for (k, v) in extra {
-            cfg.set(k, v);
-        }
+    /// Connects (lazily: nothing is sent until the first call) with `settings`
+    /// (bootstrap, security, credentials).
+    pub fn new(settings: &KafkaSettings) -> Result<Self, AdminError> {
+        let context = || {
+            BusContext::new(
+                format!("{}/admin", settings.client_id),
+                None,
+                BusMetrics::default(),
+            )
+        };
         Ok(Admin {
-            admin: cfg.create()?,
-            meta: cfg.create()?,
+            admin: crate::client::admin(settings, context())?,
+            meta: crate::client::reader(
+                settings,
+                &crate::client::ReaderOptions::default(),
+                context(),
+            )?,
         })
     }
 
     /// The underlying rdkafka admin client.
-    pub fn client(&self) -> &AdminClient<DefaultClientContext> {
+    pub fn client(&self) -> &AdminClient<BusContext> {
         &self.admin
     }
 

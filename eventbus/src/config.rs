@@ -6,16 +6,32 @@
 //! with a unit (`"250ms"`, `"2s"`, `"1m"`). Secrets are [`SecretString`]s: they never
 //! print in `Debug` output or logs.
 //!
-//! [`KafkaConfig::extra`] is applied last to every client this crate creates: it is the
-//! escape hatch for any librdkafka property (`"socket.keepalive.enable" = "true"`), and
-//! it wins over the settings chosen here.
+//! # Reaching a secured cluster
+//!
+//! [`KafkaSettings`] holds everything every client shares: bootstrap, client id,
+//! [`Security`] (TLS, SASL/SCRAM credentials, the CA to trust) and `extra` librdkafka
+//! properties. The usual way to fill it is a *client config file*: the librdkafka
+//! properties file that `make up` writes per principal (`.run/secrets/<principal>.conf`,
+//! mode 0600; what `kcat -F` reads), named by `client_config_file` or the
+//! `KAFKA_CLIENT_CONFIG` environment variable. Its `bootstrap.servers`, security
+//! settings and credentials win over the struct's own; any other property in it joins
+//! `extra`. Resolution happens in [`KafkaSettings::resolved`], which every client
+//! constructor in [`crate::client`] calls, so no client can forget it.
+//!
+//! `extra` is the escape hatch for any other librdkafka property
+//! (`"socket.keepalive.enable" = "true"`), applied after the settings chosen by the
+//! client constructors, except for [`PROTECTED_KEYS`]: the settings exactly-once
+//! delivery depends on. Naming one in `extra` (or in the client config file) is a
+//! configuration error in every service alike, reported by [`KafkaSettings::validate`].
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
+
+use crate::error::BusError;
 
 /// The local cluster's brokers (see `deploy/local`).
 pub const DEFAULT_BOOTSTRAP: &str = "127.0.0.1:19092,127.0.0.1:29092,127.0.0.1:39092";
@@ -23,44 +39,158 @@ pub const DEFAULT_BOOTSTRAP: &str = "127.0.0.1:19092,127.0.0.1:29092,127.0.0.1:3
 pub const DEFAULT_REGISTRY_URL: &str = "http://127.0.0.1:8081";
 /// Where Apicurio Registry 3 serves the Confluent-compatible API.
 pub const CCOMPAT_PATH: &str = "/apis/ccompat/v7";
+/// The environment variable naming a librdkafka client config file.
+pub const CLIENT_CONFIG_ENV: &str = "KAFKA_CLIENT_CONFIG";
+
+/// librdkafka properties that exactly-once delivery and commit-after-processing depend
+/// on. The client constructors set them; `extra` and client config files cannot.
+pub const PROTECTED_KEYS: &[&str] = &[
+    "enable.idempotence",
+    "acks",
+    "request.required.acks",
+    "isolation.level",
+    "transactional.id",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+];
+
+/// Properties of a client config file that [`Security`] and the bootstrap take.
+const SECURITY_KEYS: &[&str] = &[
+    "bootstrap.servers",
+    "security.protocol",
+    "sasl.mechanism",
+    "sasl.mechanisms",
+    "sasl.username",
+    "sasl.password",
+    "ssl.ca.location",
+];
 
 /// How to reach the Kafka cluster; shared by every client of a service.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct KafkaConfig {
+pub struct KafkaSettings {
     /// `bootstrap.servers`: comma-separated `host:port` list.
     pub bootstrap: String,
     /// `client.id`: shows in broker logs, quotas and metrics; use the service name.
     pub client_id: String,
-    /// SASL credentials, if the cluster wants them (Strimzi `KafkaUser` with SCRAM).
-    pub sasl: Option<SaslConfig>,
+    /// A librdkafka properties file with the cluster's address, security and this
+    /// principal's credentials (`.run/secrets/<principal>.conf`); `KAFKA_CLIENT_CONFIG`.
+    pub client_config_file: Option<PathBuf>,
+    /// TLS and SASL.
+    pub security: Security,
     /// `statistics.interval.ms`: how often librdkafka reports statistics, which feed the
     /// consumer-lag gauge. 0 turns statistics (and the lag gauge) off.
     pub statistics_interval_ms: u64,
-    /// Any other librdkafka property; applied last, so it overrides everything above.
+    /// Any other librdkafka property, applied last; never one of [`PROTECTED_KEYS`].
     pub extra: BTreeMap<String, String>,
 }
 
-impl Default for KafkaConfig {
+impl Default for KafkaSettings {
     fn default() -> Self {
-        KafkaConfig {
+        KafkaSettings {
             bootstrap: DEFAULT_BOOTSTRAP.to_owned(),
             client_id: "eventbus".to_owned(),
-            sasl: None,
+            client_config_file: None,
+            security: Security::default(),
             statistics_interval_ms: 5_000,
             extra: BTreeMap::new(),
         }
     }
 }
 
-impl KafkaConfig {
-    /// The defaults, with `bootstrap` from `KAFKA_BOOTSTRAP` when it is set.
+/// `security.protocol`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecurityProtocol {
+    /// No TLS, no authentication: only for `SECURITY=plaintext make up`.
+    #[default]
+    Plaintext,
+    /// TLS without SASL.
+    Ssl,
+    /// SASL without TLS (credentials in the clear: avoid).
+    SaslPlaintext,
+    /// SASL over TLS: what the local secure cluster and Strimzi's SCRAM listeners use.
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    /// librdkafka's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecurityProtocol::Plaintext => "plaintext",
+            SecurityProtocol::Ssl => "ssl",
+            SecurityProtocol::SaslPlaintext => "sasl_plaintext",
+            SecurityProtocol::SaslSsl => "sasl_ssl",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "plaintext" => Some(SecurityProtocol::Plaintext),
+            "ssl" => Some(SecurityProtocol::Ssl),
+            "sasl_plaintext" => Some(SecurityProtocol::SaslPlaintext),
+            "sasl_ssl" => Some(SecurityProtocol::SaslSsl),
+            _ => None,
+        }
+    }
+
+    fn uses_sasl(self) -> bool {
+        matches!(
+            self,
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+        )
+    }
+
+    fn uses_tls(self) -> bool {
+        matches!(self, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl)
+    }
+}
+
+/// TLS and SASL settings of every client.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Security {
+    /// `security.protocol`.
+    pub protocol: SecurityProtocol,
+    /// `sasl.mechanism`: `SCRAM-SHA-512` (what the local cluster and Strimzi's
+    /// `KafkaUser` with SCRAM use).
+    pub mechanism: String,
+    /// `sasl.username`: the principal.
+    pub username: Option<String>,
+    /// `sasl.password`. Never logged; prefer a client config file.
+    #[serde(skip_serializing)]
+    pub password: Option<SecretString>,
+    /// `ssl.ca.location`: PEM file of the CA that signed the brokers' certificates;
+    /// `None` trusts the system's CAs.
+    pub ca_location: Option<PathBuf>,
+}
+
+impl Default for Security {
+    fn default() -> Self {
+        Security {
+            protocol: SecurityProtocol::Plaintext,
+            mechanism: "SCRAM-SHA-512".to_owned(),
+            username: None,
+            password: None,
+            ca_location: None,
+        }
+    }
+}
+
+impl KafkaSettings {
+    /// The defaults, with `bootstrap` from `KAFKA_BOOTSTRAP` and the client config file
+    /// from `KAFKA_CLIENT_CONFIG` when they are set.
     pub fn from_env() -> Self {
-        let mut config = KafkaConfig::default();
+        let mut config = KafkaSettings::default();
         if let Ok(bootstrap) = std::env::var("KAFKA_BOOTSTRAP")
             && !bootstrap.trim().is_empty()
         {
             config.bootstrap = bootstrap;
+        }
+        if let Ok(file) = std::env::var(CLIENT_CONFIG_ENV)
+            && !file.trim().is_empty()
+        {
+            config.client_config_file = Some(PathBuf::from(file));
         }
         config
     }
@@ -71,53 +201,142 @@ impl KafkaConfig {
         self
     }
 
-    /// The settings every client shares: bootstrap, client id, statistics, SASL, extra.
-    pub fn client_config(&self) -> ClientConfig {
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", &self.bootstrap)
-            .set("client.id", &self.client_id);
-        if self.statistics_interval_ms > 0 {
-            config.set(
-                "statistics.interval.ms",
-                self.statistics_interval_ms.to_string(),
-            );
+    /// The settings with the client config file (if any) merged in: its bootstrap,
+    /// security and credentials win; its other properties join `extra`. Validated.
+    pub fn resolved(&self) -> Result<KafkaSettings, BusError> {
+        let mut settings = self.clone();
+        if let Some(path) = &self.client_config_file {
+            let properties = read_properties(path)?;
+            settings.apply_properties(path, properties)?;
+            settings.client_config_file = None;
         }
-        if let Some(sasl) = &self.sasl {
-            config
-                .set("security.protocol", &sasl.security_protocol)
-                .set("sasl.mechanism", &sasl.mechanism)
-                .set("sasl.username", &sasl.username)
-                .set("sasl.password", sasl.password.expose_secret());
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Refuses [`PROTECTED_KEYS`] in `extra` and incomplete security settings.
+    pub fn validate(&self) -> Result<(), BusError> {
+        for key in self.extra.keys() {
+            let normalized = key.trim().to_ascii_lowercase();
+            if PROTECTED_KEYS.contains(&normalized.as_str()) {
+                return Err(BusError::Config(format!(
+                    "kafka.extra sets `{key}`, which exactly-once delivery depends on: \
+                     eventbus sets it for each kind of client and it cannot be overridden; \
+                     remove it from the configuration"
+                )));
+            }
         }
-        for (key, value) in &self.extra {
-            config.set(key, value);
+        let security = &self.security;
+        if security.protocol.uses_sasl()
+            && (security.username.is_none() || security.password.is_none())
+        {
+            return Err(BusError::Config(format!(
+                "kafka.security.protocol is {} but no SASL username/password is set: \
+                 point KAFKA_CLIENT_CONFIG (kafka.client_config_file) at the principal's \
+                 client config, e.g. .run/secrets/<service>.conf",
+                security.protocol.as_str()
+            )));
         }
-        config
+        if let Some(ca) = &security.ca_location
+            && !ca.is_file()
+        {
+            return Err(BusError::Config(format!(
+                "kafka.security.ca_location {} is not a readable file",
+                ca.display()
+            )));
+        }
+        Ok(())
+    }
+
+    fn apply_properties(
+        &mut self,
+        path: &Path,
+        properties: BTreeMap<String, String>,
+    ) -> Result<(), BusError> {
+        for (key, value) in properties {
+            match key.as_str() {
+                "bootstrap.servers" => self.bootstrap = value,
+                "security.protocol" => {
+                    self.security.protocol = SecurityProtocol::parse(&value).ok_or_else(|| {
+                        BusError::Config(format!(
+                            "{}: unknown security.protocol {value:?} \
+                             (plaintext, ssl, sasl_plaintext or sasl_ssl)",
+                            path.display()
+                        ))
+                    })?
+                }
+                "sasl.mechanism" | "sasl.mechanisms" => self.security.mechanism = value,
+                "sasl.username" => self.security.username = Some(value),
+                "sasl.password" => self.security.password = Some(SecretString::from(value)),
+                "ssl.ca.location" => self.security.ca_location = Some(PathBuf::from(value)),
+                _ => {
+                    debug_assert!(!SECURITY_KEYS.contains(&key.as_str()));
+                    self.extra.insert(key, value);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The security and bootstrap properties as librdkafka takes them (password
+    /// included: only for building a client, never for printing).
+    pub(crate) fn connection_properties(&self) -> Vec<(&'static str, String)> {
+        let mut out = vec![
+            ("bootstrap.servers", self.bootstrap.clone()),
+            ("client.id", self.client_id.clone()),
+            (
+                "security.protocol",
+                self.security.protocol.as_str().to_owned(),
+            ),
+        ];
+        if self.security.protocol.uses_sasl() {
+            out.push(("sasl.mechanism", self.security.mechanism.clone()));
+            if let Some(user) = &self.security.username {
+                out.push(("sasl.username", user.clone()));
+            }
+            if let Some(password) = &self.security.password {
+                out.push(("sasl.password", password.expose_secret().to_owned()));
+            }
+        }
+        if self.security.protocol.uses_tls()
+            && let Some(ca) = &self.security.ca_location
+        {
+            out.push(("ssl.ca.location", ca.display().to_string()));
+        }
+        out
+    }
+
+    /// The principal these settings authenticate as, for logs (`ANONYMOUS` without SASL).
+    pub fn principal(&self) -> &str {
+        self.security.username.as_deref().unwrap_or("ANONYMOUS")
     }
 }
 
-/// SASL credentials (SCRAM). TLS needs rdkafka's `ssl` feature in the workspace.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SaslConfig {
-    /// `security.protocol`, e.g. `SASL_SSL` or `SASL_PLAINTEXT`.
-    #[serde(default = "default_security_protocol")]
-    pub security_protocol: String,
-    /// `sasl.mechanism`, e.g. `SCRAM-SHA-512` (what Strimzi's `KafkaUser` creates).
-    #[serde(default = "default_mechanism")]
-    pub mechanism: String,
-    /// `sasl.username`.
-    pub username: String,
-    /// `sasl.password`.
-    pub password: SecretString,
-}
-
-fn default_security_protocol() -> String {
-    "SASL_SSL".to_owned()
-}
-fn default_mechanism() -> String {
-    "SCRAM-SHA-512".to_owned()
+/// Reads a Java/librdkafka style properties file: `key=value` lines, `#` comments.
+fn read_properties(path: &Path) -> Result<BTreeMap<String, String>, BusError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        BusError::Config(format!(
+            "cannot read the Kafka client config file {} ({CLIENT_CONFIG_ENV}): {e}; \
+             `make up` writes one per principal into .run/secrets/",
+            path.display()
+        ))
+    })?;
+    let mut out = BTreeMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            return Err(BusError::Config(format!(
+                "{}:{}: expected `key=value`",
+                path.display(),
+                n + 1
+            )));
+        };
+        out.insert(key.trim().to_owned(), value.trim().to_owned());
+    }
+    Ok(out)
 }
 
 /// How to reach the schema registry (Apicurio Registry 3, Confluent-compatible API).
@@ -477,22 +696,79 @@ jitter = "equal""#,
     }
 
     #[test]
-    fn extra_overrides_and_secrets_stay_hidden() {
-        let mut k = KafkaConfig::default();
-        k.extra.insert("client.id".into(), "override".into());
-        k.sasl = Some(SaslConfig {
-            security_protocol: "SASL_PLAINTEXT".into(),
-            mechanism: "SCRAM-SHA-512".into(),
-            username: "u".into(),
-            password: SecretString::from("hunter2"),
-        });
-        let c = k.client_config();
-        assert_eq!(c.get("client.id"), Some("override"));
-        assert_eq!(c.get("sasl.password"), Some("hunter2"));
-        assert!(!format!("{k:?}").contains("hunter2"));
+    fn protected_keys_cannot_be_overridden() {
+        for key in [
+            "acks",
+            "enable.idempotence",
+            "Isolation.Level",
+            "transactional.id",
+            "enable.auto.commit",
+        ] {
+            let mut k = KafkaSettings::default();
+            k.extra.insert(key.into(), "x".into());
+            let e = k.resolved().unwrap_err().to_string();
+            assert!(e.contains("cannot be overridden"), "{key}: {e}");
+        }
+        // An unprotected key is fine.
+        let mut k = KafkaSettings::default();
+        k.extra
+            .insert("socket.keepalive.enable".into(), "true".into());
+        assert!(k.resolved().is_ok());
         assert_eq!(
             ConsumerConfig::new("payment-service").dlq_topic(),
             "payment-service.dlq"
+        );
+    }
+
+    #[test]
+    fn client_config_file_fills_security_and_secrets_stay_hidden() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.crt");
+        std::fs::write(&ca, "not checked here").unwrap();
+        let file = dir.path().join("payment.conf");
+        std::fs::write(
+            &file,
+            format!(
+                "# written by make up\nbootstrap.servers=h:1\nsecurity.protocol=SASL_SSL\n\
+                 sasl.mechanisms=SCRAM-SHA-512\nsasl.username=payment\nsasl.password=hunter2\n\
+                 ssl.ca.location={}\nsocket.keepalive.enable=true\n",
+                ca.display()
+            ),
+        )
+        .unwrap();
+        let k = KafkaSettings {
+            client_config_file: Some(file.clone()),
+            ..KafkaSettings::default()
+        };
+        let r = k.resolved().unwrap();
+        assert_eq!(r.bootstrap, "h:1");
+        assert_eq!(r.security.protocol, SecurityProtocol::SaslSsl);
+        assert_eq!(r.principal(), "payment");
+        assert_eq!(
+            r.extra.get("socket.keepalive.enable").map(String::as_str),
+            Some("true")
+        );
+        let props = r.connection_properties();
+        assert!(props.contains(&("sasl.password", "hunter2".to_owned())));
+        assert!(!format!("{r:?}").contains("hunter2"));
+
+        // A protected key smuggled in through the file is refused too.
+        std::fs::write(&file, "bootstrap.servers=h:1\nacks=1\n").unwrap();
+        assert!(k.resolved().unwrap_err().to_string().contains("`acks`"));
+        // SASL without credentials is a clear error, and so is a missing file.
+        std::fs::write(&file, "security.protocol=sasl_ssl\n").unwrap();
+        assert!(
+            k.resolved()
+                .unwrap_err()
+                .to_string()
+                .contains("no SASL username")
+        );
+        std::fs::remove_file(&file).unwrap();
+        assert!(
+            k.resolved()
+                .unwrap_err()
+                .to_string()
+                .contains("cannot read")
         );
     }
 }

@@ -60,7 +60,7 @@ use rdkafka::message::OwnedMessage;
 use rdkafka::topic_partition_list::TopicPartitionList;
 
 use crate::codec::{Consumable, decode};
-use crate::config::{ConsumerConfig, KafkaConfig, RetryPolicy};
+use crate::config::{ConsumerConfig, KafkaSettings, RetryPolicy};
 use crate::context::{AssignmentChange, BusContext, TopicPartition};
 use crate::dlq::{DeadLetter, ErrorClass};
 use crate::error::{BusError, Fault};
@@ -284,7 +284,7 @@ impl<C: Consumable> ConsumerRunner<C> {
     /// Creates the consumer (not subscribed yet). `producer` writes dead letters and
     /// brings the registry client that decodes records.
     pub fn new(
-        kafka: &KafkaConfig,
+        kafka: &KafkaSettings,
         config: ConsumerConfig,
         producer: Producer,
     ) -> Result<Self, BusError> {
@@ -299,45 +299,33 @@ impl<C: Consumable> ConsumerRunner<C> {
             config.topics.clone()
         };
         let metrics = producer.metrics().clone();
-        let mut client = kafka.client_config();
-        client
-            .set("group.id", &config.group_id)
-            // Offsets are stored by the runner after a record is finished, and the
-            // stored offsets are committed in the background, on rebalance and at
-            // shutdown. Never commit what was merely received.
-            .set("enable.auto.commit", "true")
-            .set("enable.auto.offset.store", "false")
-            .set(
-                "auto.commit.interval.ms",
-                config.commit_interval_ms.to_string(),
-            )
-            .set("auto.offset.reset", &config.auto_offset_reset)
-            .set(
-                "isolation.level",
-                if config.read_committed {
-                    "read_committed"
-                } else {
-                    "read_uncommitted"
-                },
-            )
-            .set("session.timeout.ms", config.session_timeout_ms.to_string())
-            .set(
-                "max.poll.interval.ms",
-                config.max_poll_interval_ms.to_string(),
-            )
-            // Errors are delivered through the context; end-of-partition is not one.
-            .set("enable.partition.eof", "false");
-        for (key, value) in &kafka.extra {
-            client.set(key, value);
-        }
+        // Offsets are stored by the runner after a record is finished, and the stored
+        // offsets are committed in the background, on rebalance and at shutdown. Never
+        // commit what was merely received.
+        let options = crate::client::GroupOptions {
+            group_id: config.group_id.clone(),
+            instance_id: None,
+            read_committed: config.read_committed,
+            commit: crate::client::Commits::StoredEvery(Duration::from_millis(
+                config.commit_interval_ms,
+            )),
+            tuning: crate::client::tuning([
+                ("auto.offset.reset", config.auto_offset_reset.clone()),
+                ("session.timeout.ms", config.session_timeout_ms.to_string()),
+                (
+                    "max.poll.interval.ms",
+                    config.max_poll_interval_ms.to_string(),
+                ),
+                // Errors are delivered through the context; end-of-partition is not one.
+                ("enable.partition.eof", "false".to_owned()),
+            ]),
+        };
         let context = BusContext::new(
             format!("{}/{}", kafka.client_id, config.group_id),
             Some(config.group_id.clone()),
             metrics.clone(),
         );
-        let consumer: StreamConsumer<BusContext> = client
-            .create_with_context(context)
-            .map_err(|e| BusError::kafka("create consumer", e))?;
+        let consumer = crate::client::group_consumer(kafka, &options, context)?;
         let context = consumer.context().clone();
         Ok(ConsumerRunner {
             consumer: Arc::new(consumer),

@@ -10,14 +10,22 @@
 //!   [`Fault`](crate::Fault): transient transport errors at WARN, others at ERROR;
 //! - **rebalances** are recorded so that the consumer runner can drop the retry state of
 //!   partitions it no longer owns, and newly assigned partitions are resumed (a pause
-//!   from an earlier ownership must not stall them).
+//!   from an earlier ownership must not stall them);
+//! - **statistics hooks** let a client that has no committed group offsets (the
+//!   pipeline's `assign()`ed inputs, whose offsets live in its progress topic) compute
+//!   its own lag from the same statistics;
+//! - **delivery reports** of a [`BaseProducer`](rdkafka::producer::BaseProducer) are
+//!   counted by [`Deliveries`], so a transactional producer can wait for exactly its
+//!   in-flight records instead of `flush`ing in librdkafka's 100 ms steps.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{DeliveryResult, ProducerContext};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::TopicPartitionList;
 
@@ -36,13 +44,60 @@ pub enum AssignmentChange {
     Assigned(Vec<TopicPartition>),
 }
 
-/// The shared `ClientContext` (and `ConsumerContext`) of every client of this crate.
+/// A function that reads a client's statistics (see [`BusContext::with_stats_hook`]).
+pub type StatsHook = Arc<dyn Fn(&Statistics) + Send + Sync>;
+
+/// A function that sees a client's global errors (see [`BusContext::with_error_hook`]).
+pub type ErrorHook = Arc<dyn Fn(&KafkaError, &str) + Send + Sync>;
+
+/// Delivery reports of one producer: how many records are still in flight, and the
+/// first delivery error since the last [`Deliveries::take_error`].
+#[derive(Debug, Default)]
+pub struct Deliveries {
+    sent: AtomicU64,
+    done: AtomicU64,
+    error: Mutex<Option<KafkaError>>,
+}
+
+impl Deliveries {
+    /// Counts one record handed to librdkafka.
+    pub fn sent(&self) {
+        self.sent.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Records handed to librdkafka whose delivery report has not arrived yet.
+    pub fn in_flight(&self) -> u64 {
+        let done = self.done.load(Ordering::Acquire);
+        self.sent.load(Ordering::Acquire).saturating_sub(done)
+    }
+
+    /// The first delivery error since the last call, if any.
+    pub fn take_error(&self) -> Option<KafkaError> {
+        self.error.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    fn report(&self, result: Result<(), KafkaError>) {
+        if let Err(e) = result {
+            let mut slot = self.error.lock().unwrap_or_else(|e| e.into_inner());
+            if slot.is_none() {
+                *slot = Some(e);
+            }
+        }
+        self.done.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// The shared `ClientContext` (and `ConsumerContext`, `ProducerContext`) of every
+/// Kafka client of the project.
 #[derive(Clone)]
 pub struct BusContext {
     name: String,
     group: Option<String>,
     metrics: BusMetrics,
     changes: Arc<Mutex<Vec<AssignmentChange>>>,
+    stats_hook: Option<StatsHook>,
+    error_hook: Option<ErrorHook>,
+    deliveries: Arc<Deliveries>,
 }
 
 impl BusContext {
@@ -53,7 +108,35 @@ impl BusContext {
             group,
             metrics,
             changes: Arc::new(Mutex::new(Vec::new())),
+            stats_hook: None,
+            error_hook: None,
+            deliveries: Arc::new(Deliveries::default()),
         }
+    }
+
+    /// A context whose statistics go to `hook` as well (needs
+    /// `statistics.interval.ms` > 0 in the client's settings).
+    pub fn with_stats_hook(mut self, hook: StatsHook) -> Self {
+        self.stats_hook = Some(hook);
+        self
+    }
+
+    /// A context whose global errors (authentication, TLS, all brokers down) also go
+    /// to `hook` with librdkafka's reason text: for readiness checks and tests that must
+    /// tell *why* a client cannot connect.
+    pub fn with_error_hook(mut self, hook: ErrorHook) -> Self {
+        self.error_hook = Some(hook);
+        self
+    }
+
+    /// The client's name in logs.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The delivery reports of this context's producer.
+    pub fn deliveries(&self) -> &Arc<Deliveries> {
+        &self.deliveries
     }
 
     /// The assignment changes since the last call, oldest first.
@@ -105,8 +188,11 @@ impl ClientContext for BusContext {
     }
 
     fn stats(&self, statistics: Statistics) {
-        // Only consumers report a lag; producers' partitions carry -1.
-        if statistics.client_type != "consumer" {
+        if let Some(hook) = &self.stats_hook {
+            hook(&statistics);
+        }
+        // Only group consumers report a lag; producers' partitions carry -1.
+        if statistics.client_type != "consumer" || self.group.is_none() {
             return;
         }
         let group = self.group.as_deref().unwrap_or("");
@@ -126,11 +212,21 @@ impl ClientContext for BusContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        if let Some(hook) = &self.error_hook {
+            hook(&error, reason);
+        }
         // End of partition is a notification for readers that asked for it
         // (`enable.partition.eof`), not a failure.
         if matches!(error, KafkaError::PartitionEOF(_))
             || matches!(&error, KafkaError::Global(code) if *code == rdkafka::types::RDKafkaErrorCode::PartitionEOF)
         {
+            tracing::debug!(target: "librdkafka", client = %self.name, "{error}: {reason}");
+            return;
+        }
+        // A client dropped while a connection was still authenticating reports the torn
+        // handshake as an authentication error "... Broker transport failure (after 0ms in
+        // state DOWN)": its own shutdown, not a refused credential.
+        if reason.contains("Broker transport failure") && reason.contains("in state DOWN") {
             tracing::debug!(target: "librdkafka", client = %self.name, "{error}: {reason}");
             return;
         }
@@ -140,6 +236,31 @@ impl ClientContext for BusContext {
             tracing::warn!(target: "librdkafka", client = %self.name, fault, "{e}: {reason}");
         } else {
             tracing::error!(target: "librdkafka", client = %self.name, fault, "{e}: {reason}");
+        }
+    }
+}
+
+impl ProducerContext for BusContext {
+    type DeliveryOpaque = ();
+
+    // Only `BaseProducer`s call this (a `FutureProducer` wraps the context and reports
+    // to its futures). Failures inside a transaction also surface as an abortable
+    // error of `commit_transaction`; here they are counted and kept for the caller.
+    fn delivery(&self, result: &DeliveryResult<'_>, _opaque: Self::DeliveryOpaque) {
+        match result {
+            Ok(_) => self.deliveries.report(Ok(())),
+            Err((error, _)) => {
+                // Records purged by an abort were meant to vanish; only real failures warn.
+                if matches!(
+                    error.rdkafka_error_code(),
+                    Some(RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight)
+                ) {
+                    tracing::debug!(client = %self.name, "delivery purged: {error}");
+                } else {
+                    tracing::warn!(client = %self.name, "delivery failed: {error}");
+                }
+                self.deliveries.report(Err(error.clone()));
+            }
         }
     }
 }

@@ -111,6 +111,10 @@ pub enum BusError {
     #[error("configuration: {0}")]
     Config(String),
 
+    /// A topic the service needs does not exist (automatic creation is off).
+    #[error("topic {0} does not exist: run `make up` (busctl topics apply) to create the topics")]
+    MissingTopic(String),
+
     /// An operation did not finish in time.
     #[error("timed out: {0}")]
     Timeout(String),
@@ -125,7 +129,8 @@ impl BusError {
             }
             BusError::NotRegistered { .. }
             | BusError::Incompatible { .. }
-            | BusError::Config(_) => Fault::Setup,
+            | BusError::Config(_)
+            | BusError::MissingTopic(_) => Fault::Setup,
             BusError::Registry { status, .. } => match status {
                 // 4xx other than timeouts and throttling: our request is wrong or the thing
                 // does not exist; the caller maps 404s to the specific variants above.
@@ -248,6 +253,7 @@ fn kafka_is_setup_error(e: &KafkaError) -> bool {
                 | C::TopicAuthorizationFailed
                 | C::GroupAuthorizationFailed
                 | C::ClusterAuthorizationFailed
+                | C::TransactionalIdAuthorizationFailed
                 | C::SaslAuthenticationFailed
                 | C::Authentication
                 | C::InvalidConfig

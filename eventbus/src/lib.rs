@@ -5,9 +5,13 @@
 //! dead-letters the same way and exports the same metrics.
 //!
 //! Modules (one noun each):
+//! - [`client`]: the one place that builds Kafka clients (producer, transactional
+//!   producer, reader, group consumer, admin) from one [`KafkaSettings`].
+//! - [`kafka`]: the librdkafka types services handle (messages, offsets, errors).
+//! - [`transaction`]: the transactional producer of the exactly-once paths.
 //! - [`admin`]: the declarative topic list (`deploy/topics.toml`), applying it, cluster
 //!   readiness and status: what `busctl` and `make up` use.
-//! - [`config`]: serde configuration (`KafkaConfig`, `RegistryConfig`, `RetryPolicy`,
+//! - [`config`]: serde configuration (`KafkaSettings` with [`Security`], `RegistryConfig`, `RetryPolicy`,
 //!   `ProducerConfig`, `ConsumerConfig`) with defaults for the local cluster.
 //! - [`error`]: [`BusError`], the one error type; each error knows its [`Fault`] and
 //!   whether it is retriable.
@@ -54,7 +58,9 @@
 //! # }
 //! ```
 
+pub mod acl;
 pub mod admin;
+pub mod client;
 pub mod codec;
 pub mod config;
 pub mod consumer;
@@ -62,6 +68,7 @@ pub mod context;
 pub mod dlq;
 pub mod error;
 pub mod headers;
+pub mod kafka;
 pub mod metrics;
 pub mod producer;
 pub mod reader;
@@ -69,10 +76,12 @@ pub mod redrive;
 pub mod registry;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod transaction;
 
 pub use codec::Consumable;
 pub use config::{
-    ConsumerConfig, Jitter, KafkaConfig, ProducerConfig, RegistryConfig, RetryPolicy,
+    ConsumerConfig, Jitter, KafkaSettings, ProducerConfig, RegistryConfig, RetryPolicy, Security,
+    SecurityProtocol,
 };
 pub use consumer::{ConsumerRunner, Envelope, Handler, HandlerError};
 pub use dlq::ErrorClass;
@@ -81,6 +90,7 @@ pub use headers::{HeaderList, TraceParent};
 pub use metrics::BusMetrics;
 pub use producer::{Delivery, Producer, PublishOptions};
 pub use registry::{RegistryClient, SchemaRef};
+pub use transaction::{TransactionalProducer, TxnError};
 
 use serde::Deserialize;
 
@@ -89,7 +99,7 @@ use serde::Deserialize;
 #[serde(default, deny_unknown_fields)]
 pub struct BusConfig {
     /// The cluster.
-    pub kafka: KafkaConfig,
+    pub kafka: KafkaSettings,
     /// The schema registry.
     pub registry: RegistryConfig,
     /// The producer's choices.
@@ -100,7 +110,7 @@ impl BusConfig {
     /// Defaults, with `KAFKA_BOOTSTRAP` and `REGISTRY_URL` from the environment.
     pub fn from_env() -> Self {
         BusConfig {
-            kafka: KafkaConfig::from_env(),
+            kafka: KafkaSettings::from_env(),
             registry: RegistryConfig::from_env(),
             producer: ProducerConfig::default(),
         }
@@ -111,7 +121,7 @@ impl BusConfig {
 /// set, shared by every consumer runner the service starts. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct EventBus {
-    kafka: KafkaConfig,
+    kafka: KafkaSettings,
     registry: RegistryClient,
     producer: Producer,
     metrics: BusMetrics,
@@ -152,7 +162,7 @@ impl EventBus {
     }
 
     /// The Kafka configuration.
-    pub fn kafka(&self) -> &KafkaConfig {
+    pub fn kafka(&self) -> &KafkaSettings {
         &self.kafka
     }
 

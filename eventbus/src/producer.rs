@@ -45,7 +45,7 @@ use rdkafka::util::Timeout;
 use schemas::Event;
 
 use crate::codec::{frame, validate_and_encode};
-use crate::config::{KafkaConfig, ProducerConfig};
+use crate::config::{KafkaSettings, ProducerConfig};
 use crate::context::BusContext;
 use crate::error::{BusError, Fault};
 use crate::headers::{CloudEventAttributes, HeaderList, TraceParent};
@@ -121,36 +121,30 @@ impl std::fmt::Debug for Producer {
 impl Producer {
     /// Creates the producer. Connects in the background; the first publish waits for it.
     pub fn new(
-        kafka: &KafkaConfig,
+        kafka: &KafkaSettings,
         config: &ProducerConfig,
         registry: RegistryClient,
         metrics: BusMetrics,
     ) -> Result<Self, BusError> {
-        let mut client = kafka.client_config();
         // Every setting below is a non-default; the module docs say why for each.
-        client
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("compression.type", &config.compression)
-            .set("linger.ms", config.linger_ms.to_string())
-            .set(
-                "delivery.timeout.ms",
-                config.delivery_timeout_ms.to_string(),
-            )
-            .set("partitioner", "murmur2_random")
-            .set("topic.metadata.propagation.max.ms", "10000");
-        // `extra` wins over our choices, as documented on KafkaConfig.
-        for (key, value) in &kafka.extra {
-            client.set(key, value);
-        }
+        let options = crate::client::ProducerOptions {
+            tuning: crate::client::tuning([
+                ("compression.type", config.compression.clone()),
+                ("linger.ms", config.linger_ms.to_string()),
+                (
+                    "delivery.timeout.ms",
+                    config.delivery_timeout_ms.to_string(),
+                ),
+                ("partitioner", "murmur2_random".to_owned()),
+                ("topic.metadata.propagation.max.ms", "10000".to_owned()),
+            ]),
+        };
         let context = BusContext::new(
             format!("{}/producer", kafka.client_id),
             None,
             metrics.clone(),
         );
-        let inner: FutureProducer<BusContext> = client
-            .create_with_context(context)
-            .map_err(|e| BusError::kafka("create producer", e))?;
+        let inner = crate::client::producer(kafka, &options, context)?;
         Ok(Producer {
             inner,
             registry,

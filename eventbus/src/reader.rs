@@ -17,7 +17,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::OwnedMessage;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
-use crate::config::KafkaConfig;
+use crate::config::KafkaSettings;
 use crate::context::BusContext;
 use crate::error::BusError;
 use crate::metrics::BusMetrics;
@@ -51,7 +51,7 @@ impl Default for ReadOptions {
 
 /// Reads the records `options` selects, ordered by partition then offset.
 pub async fn read_topic(
-    kafka: &KafkaConfig,
+    kafka: &KafkaSettings,
     topic: &str,
     options: &ReadOptions,
 ) -> Result<Vec<OwnedMessage>, BusError> {
@@ -65,7 +65,7 @@ pub async fn read_topic(
 
 /// The high watermark of every partition of `topic`, by partition.
 pub async fn high_watermarks(
-    kafka: &KafkaConfig,
+    kafka: &KafkaSettings,
     topic: &str,
 ) -> Result<Vec<(i32, i64)>, BusError> {
     let kafka = kafka.clone();
@@ -88,36 +88,20 @@ pub async fn high_watermarks(
 }
 
 fn reader_consumer(
-    kafka: &KafkaConfig,
+    kafka: &KafkaSettings,
     read_committed: bool,
 ) -> Result<BaseConsumer<BusContext>, BusError> {
-    let mut config = kafka.client_config();
-    config
-        // librdkafka assigns partitions through its group object, so it needs a group id;
-        // this one never joins (no subscribe) and never commits.
-        .set(
-            "group.id",
-            format!("eventbus-reader-{}", uuid::Uuid::new_v4().simple()),
-        )
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .set("statistics.interval.ms", "0")
-        .set(
-            "isolation.level",
-            if read_committed {
-                "read_committed"
-            } else {
-                "read_uncommitted"
-            },
-        );
+    let options = crate::client::ReaderOptions {
+        read_committed,
+        partition_eof: true,
+        ..Default::default()
+    };
     let context = BusContext::new(
         format!("{}/reader", kafka.client_id),
         None,
         BusMetrics::default(),
     );
-    config
-        .create_with_context(context)
-        .map_err(|e| BusError::kafka("create reader", e))
+    crate::client::reader(kafka, &options, context)
 }
 
 fn partitions_of(
@@ -143,7 +127,7 @@ fn partitions_of(
 }
 
 fn read_blocking(
-    kafka: &KafkaConfig,
+    kafka: &KafkaSettings,
     topic: &str,
     options: &ReadOptions,
 ) -> Result<Vec<OwnedMessage>, BusError> {

@@ -25,7 +25,7 @@ use rdkafka::Message;
 use rdkafka::message::OwnedMessage;
 
 use crate::codec::unframe;
-use crate::config::KafkaConfig;
+use crate::config::KafkaSettings;
 use crate::dlq::{self, DeadLetter, ErrorClass};
 use crate::error::BusError;
 use crate::headers::{HeaderList, now_ms, rfc3339_millis};
@@ -158,7 +158,7 @@ impl Filter {
 
 /// The DLQ records `filter` selects, by partition then offset.
 pub async fn list(
-    kafka: &KafkaConfig,
+    kafka: &KafkaSettings,
     dlq_topic: &str,
     filter: &Filter,
 ) -> Result<Vec<DlqRecord>, BusError> {
@@ -185,7 +185,7 @@ pub struct Inspection {
 
 /// Reads one DLQ record and decodes its value through the registry.
 pub async fn inspect(
-    kafka: &KafkaConfig,
+    kafka: &KafkaSettings,
     registry: &RegistryClient,
     dlq_topic: &str,
     partition: i32,
@@ -253,7 +253,7 @@ pub struct Replayed {
 /// failure (the records before it are replayed and listed in the error's context by
 /// the log). Records without `dlq.original.topic` are skipped with a warning.
 pub async fn replay(
-    kafka: &KafkaConfig,
+    kafka: &KafkaSettings,
     producer: &Producer,
     dlq_topic: &str,
     filter: &Filter,
@@ -300,6 +300,10 @@ pub struct Connection {
     /// Kafka bootstrap servers.
     #[arg(long, env = "KAFKA_BOOTSTRAP", default_value = crate::config::DEFAULT_BOOTSTRAP)]
     pub bootstrap: String,
+    /// librdkafka client config file with security settings and credentials
+    /// (`.run/secrets/admin.conf` locally); its bootstrap wins.
+    #[arg(long, env = crate::config::CLIENT_CONFIG_ENV)]
+    pub client_config: Option<std::path::PathBuf>,
     /// Schema registry URL (root or ccompat base).
     #[arg(long, env = "REGISTRY_URL", default_value = crate::config::DEFAULT_REGISTRY_URL)]
     pub registry: String,
@@ -361,11 +365,12 @@ pub struct Cli {
 impl Cli {
     /// Runs the command, printing to `out`.
     pub async fn run(self, out: &mut (impl Write + Send)) -> Result<(), BusError> {
-        let kafka = KafkaConfig {
+        let kafka = KafkaSettings {
             bootstrap: self.connection.bootstrap.clone(),
             client_id: "dlq-redrive".to_owned(),
+            client_config_file: self.connection.client_config.clone(),
             statistics_interval_ms: 0,
-            ..KafkaConfig::default()
+            ..KafkaSettings::default()
         };
         let registry_config = crate::config::RegistryConfig {
             url: self.connection.registry.clone(),

@@ -24,11 +24,12 @@ use std::future::Future;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
 use rdkafka::message::OwnedMessage;
 
-use crate::config::{KafkaConfig, RegistryConfig};
+use crate::kafka::AdminClient;
+
+use crate::config::{KafkaSettings, RegistryConfig};
 use crate::error::BusError;
 use crate::reader::{ReadOptions, high_watermarks, read_topic};
 use crate::registry::RegistryClient;
@@ -37,11 +38,11 @@ use crate::{BusConfig, BusMetrics, EventBus};
 /// A test's view of the real cluster and registry, with a unique name prefix.
 pub struct TestCluster {
     /// Kafka settings (bootstrap from `KAFKA_BOOTSTRAP`).
-    pub kafka: KafkaConfig,
+    pub kafka: KafkaSettings,
     /// Registry settings (URL from `REGISTRY_URL`).
     pub registry: RegistryConfig,
     prefix: String,
-    admin: AdminClient<DefaultClientContext>,
+    admin: AdminClient,
     registry_client: RegistryClient,
     topics: Mutex<Vec<String>>,
     subjects: Mutex<Vec<String>>,
@@ -50,12 +51,9 @@ pub struct TestCluster {
 impl TestCluster {
     /// Connects and checks that the cluster and the registry answer.
     pub async fn connect() -> Result<Self, BusError> {
-        let kafka = KafkaConfig::from_env().with_client_id("eventbus-test");
+        let kafka = kafka_settings().with_client_id("eventbus-test");
         let registry = RegistryConfig::from_env();
-        let admin: AdminClient<DefaultClientContext> = kafka
-            .client_config()
-            .create()
-            .map_err(|e| BusError::kafka("create admin client", e))?;
+        let admin = admin_client(&kafka)?;
         let registry_client = RegistryClient::new(&registry)?;
         let cluster = TestCluster {
             prefix: format!("test-{}-", &uuid::Uuid::new_v4().simple().to_string()[..8]),
@@ -217,13 +215,18 @@ impl TestCluster {
         let group = group.to_owned();
         let topic = topic.to_owned();
         tokio::task::spawn_blocking(move || {
-            let consumer: rdkafka::consumer::BaseConsumer = kafka
-                .client_config()
-                .set("group.id", &group)
-                .set("enable.auto.commit", "false")
-                .set("statistics.interval.ms", "0")
-                .create()
-                .map_err(|e| BusError::kafka("create offsets reader", e))?;
+            let consumer = crate::client::reader(
+                &kafka,
+                &crate::client::ReaderOptions {
+                    group_id: Some(group.clone()),
+                    ..Default::default()
+                },
+                crate::context::BusContext::new(
+                    "eventbus-test/offsets",
+                    None,
+                    BusMetrics::default(),
+                ),
+            )?;
             let mut tpl = rdkafka::TopicPartitionList::new();
             for (p, _) in &partitions {
                 tpl.add_partition(&topic, *p);
@@ -285,7 +288,7 @@ impl TestCluster {
 }
 
 async fn delete_all(
-    admin: &AdminClient<DefaultClientContext>,
+    admin: &AdminClient,
     registry: &RegistryClient,
     topics: Vec<String>,
     subjects: Vec<String>,
@@ -323,8 +326,7 @@ impl Drop for TestCluster {
                 return;
             };
             runtime.block_on(async move {
-                let admin: Result<AdminClient<DefaultClientContext>, _> =
-                    kafka.client_config().create();
+                let admin = admin_client(&kafka);
                 match admin {
                     Ok(admin) => delete_all(&admin, &registry, topics, subjects).await,
                     Err(e) => tracing::warn!("cannot clean up test topics {topics:?}: {e}"),
@@ -335,13 +337,47 @@ impl Drop for TestCluster {
     }
 }
 
+/// The Kafka settings tests connect with: `KAFKA_BOOTSTRAP`, and the client config file
+/// from `KAFKA_CLIENT_CONFIG` or, when that is unset, the `admin` principal's config that
+/// `make up` writes into this repository's `.run/secrets/` (so `cargo test` works on the
+/// secure local cluster without extra set-up). Tests run as `admin`; the services'
+/// own principals and their ACLs are exercised by the ACL tests.
+pub fn kafka_settings() -> KafkaSettings {
+    let mut kafka = KafkaSettings::from_env();
+    if kafka.client_config_file.is_none() {
+        let local =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.run/secrets/admin.conf");
+        if local.is_file() {
+            kafka.client_config_file = Some(local);
+        }
+    }
+    kafka
+}
+
+/// The path of a principal's client config file written by `make up`
+/// (`<repo>/.run/secrets/<principal>.conf`), or `RUN_DIR`'s when that is set.
+pub fn principal_config(principal: &str) -> std::path::PathBuf {
+    let run = std::env::var("RUN_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.run"));
+    run.join("secrets").join(format!("{principal}.conf"))
+}
+
+fn admin_client(kafka: &KafkaSettings) -> Result<AdminClient, BusError> {
+    crate::client::admin(
+        kafka,
+        crate::context::BusContext::new("eventbus-test/admin", None, BusMetrics::default()),
+    )
+}
+
 /// Asks the cluster for its brokers, to check it answers.
-fn probe(kafka: &KafkaConfig, timeout: Duration) -> Result<usize, String> {
-    let consumer: rdkafka::consumer::BaseConsumer = kafka
-        .client_config()
-        .set("statistics.interval.ms", "0")
-        .create()
-        .map_err(|e| e.to_string())?;
+fn probe(kafka: &KafkaSettings, timeout: Duration) -> Result<usize, String> {
+    let consumer = crate::client::reader(
+        kafka,
+        &crate::client::ReaderOptions::default(),
+        crate::context::BusContext::new("eventbus-test/probe", None, BusMetrics::default()),
+    )
+    .map_err(|e| e.to_string())?;
     rdkafka::consumer::Consumer::fetch_metadata(&consumer, None, timeout)
         .map(|m| m.brokers().len())
         .map_err(|e| e.to_string())

@@ -3,6 +3,8 @@
 //! `busctl wait` polls until the cluster is ready, `busctl topics apply` brings topics in
 //! line with `deploy/topics.toml`, `busctl status` prints brokers, under-replicated
 //! partitions and registry health. `make up`, `make status` and CI call it.
+//! `busctl acls check` validates `deploy/acls.toml`, `busctl acls render` prints its
+//! bindings for `deploy/local/AclSync.java` (`make acls`); neither talks to Kafka.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -24,6 +26,10 @@ struct Cli {
         default_value = "127.0.0.1:19092,127.0.0.1:29092,127.0.0.1:39092"
     )]
     bootstrap: String,
+    /// librdkafka client config file with the security settings and credentials
+    /// (`make up` writes `.run/secrets/admin.conf`); its bootstrap wins.
+    #[arg(long, env = eventbus::config::CLIENT_CONFIG_ENV)]
+    client_config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -52,6 +58,11 @@ enum Command {
         #[arg(long, env = "REGISTRY_URL", default_value = "http://127.0.0.1:8081")]
         registry: String,
     },
+    /// ACLs as data (`deploy/acls.toml`): validate, or render for AclSync.java.
+    Acls {
+        #[command(subcommand)]
+        command: AclsCommand,
+    },
     /// Brokers, topics, under-replicated partitions and registry health.
     Status {
         /// Registry base URL.
@@ -71,6 +82,23 @@ enum TopicsCommand {
 }
 
 #[derive(Subcommand)]
+enum AclsCommand {
+    /// Validate the ACL file (unknown operations, resource or pattern types are errors).
+    Check {
+        /// The ACL file.
+        #[arg(long, default_value = "deploy/acls.toml")]
+        file: PathBuf,
+    },
+    /// Print every binding, one per line:
+    /// `<principal> <resource type> <pattern type> <operation> <name>` (Kafka's names).
+    Render {
+        /// The ACL file.
+        #[arg(long, default_value = "deploy/acls.toml")]
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum SchemasCommand {
     /// Register every version of every event schema under `<topic>-value` (idempotent).
     Register,
@@ -79,7 +107,18 @@ enum SchemasCommand {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let admin = Admin::new(&cli.bootstrap, &Default::default())?;
+    // ACL files are data: no cluster, no client config needed.
+    if let Command::Acls { command } = &cli.command {
+        return acls(command);
+    }
+    let settings = eventbus::KafkaSettings {
+        bootstrap: cli.bootstrap.clone(),
+        client_id: "busctl".to_owned(),
+        client_config_file: cli.client_config.clone(),
+        statistics_interval_ms: 0,
+        ..Default::default()
+    };
+    let admin = Admin::new(&settings)?;
     match cli.command {
         Command::Wait { brokers, timeout } => {
             let h = tokio::task::block_in_place(|| {
@@ -137,6 +176,7 @@ async fn main() -> anyhow::Result<()> {
                 done.iter().filter(|r| r.created).count()
             );
         }
+        Command::Acls { .. } => unreachable!("handled before connecting"),
         Command::Status { registry } => {
             let meta = tokio::task::block_in_place(|| admin.metadata(Duration::from_secs(5)))?;
             let h = Health::from_metadata(&meta);
@@ -169,6 +209,34 @@ async fn main() -> anyhow::Result<()> {
                     println!("  registry subjects: {}", subjects.len());
                 }
                 Err(e) => println!("  registry: unreachable ({e})"),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `busctl acls check|render`.
+fn acls(command: &AclsCommand) -> anyhow::Result<()> {
+    let (AclsCommand::Check { file } | AclsCommand::Render { file }) = command;
+    let acls = eventbus::acl::AclFile::load(file)?;
+    let bindings = acls.bindings();
+    match command {
+        AclsCommand::Check { .. } => eprintln!(
+            "  {}: {} user(s), {} ACL binding(s), valid",
+            file.display(),
+            acls.users.len(),
+            bindings.len()
+        ),
+        AclsCommand::Render { .. } => {
+            use std::io::Write as _;
+            let mut out = std::io::stdout().lock();
+            for b in &bindings {
+                match writeln!(out, "{b}") {
+                    Ok(()) => {}
+                    // The reader stopped early (`| head`): not an error of ours.
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+                    Err(e) => return Err(e.into()),
+                }
             }
         }
     }

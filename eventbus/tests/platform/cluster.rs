@@ -1,21 +1,16 @@
-//! Proves the local platform (deploy/local) is what it claims to be: a real 3-broker
-//! Kafka cluster with durable settings, and a registry that enforces compatibility.
-//! Needs `make up` (which `make test` runs first). Every test uses its own names.
+//! The cluster and the registry are what they claim to be: three brokers with durable
+//! settings, and a registry that enforces compatibility.
 
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use eventbus::client::{self, GroupOptions, ProducerOptions, ReaderOptions};
+use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
+use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use serde_json::json;
 
-fn bootstrap() -> String {
-    std::env::var("KAFKA_BOOTSTRAP")
-        .unwrap_or_else(|_| "127.0.0.1:19092,127.0.0.1:29092,127.0.0.1:39092".into())
-}
+use crate::{admin_settings, context};
 
 fn registry() -> String {
     std::env::var("REGISTRY_URL").unwrap_or_else(|_| "http://127.0.0.1:8081".into())
@@ -23,10 +18,7 @@ fn registry() -> String {
 
 #[test]
 fn metadata_lists_three_brokers_and_declared_topics_are_fully_replicated() {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
-        .create()
-        .unwrap();
+    let c = client::reader(&admin_settings(), &ReaderOptions::default(), context()).unwrap();
     let meta = c
         .fetch_metadata(Some("order-service.order.created"), Duration::from_secs(10))
         .unwrap();
@@ -63,10 +55,7 @@ fn metadata_lists_three_brokers_and_declared_topics_are_fully_replicated() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_produced_with_acks_all_and_idempotence_is_read_back() {
     let topic = format!("test-platform-{}", uuid::Uuid::new_v4());
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
-        .create()
-        .unwrap();
+    let admin = client::admin(&admin_settings(), context()).unwrap();
     let res =
         admin
             .create_topics(
@@ -78,12 +67,9 @@ async fn a_record_produced_with_acks_all_and_idempotence_is_read_back() {
             .unwrap();
     assert!(res[0].is_ok(), "{res:?}");
 
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .create()
-        .unwrap();
+    // Idempotent, acks=all: what eventbus's constructor always sets.
+    let producer =
+        client::producer(&admin_settings(), &ProducerOptions::default(), context()).unwrap();
     let payload = format!("hello {}", uuid::Uuid::new_v4());
     let delivered = producer
         .send(
@@ -95,16 +81,10 @@ async fn a_record_produced_with_acks_all_and_idempotence_is_read_back() {
         .unwrap();
     assert_eq!(delivered.partition, 0);
 
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
-        .set(
-            "group.id",
-            format!("test-platform-{}", uuid::Uuid::new_v4()),
-        )
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
+    let mut options = GroupOptions::new(format!("test-platform-{}", uuid::Uuid::new_v4()));
+    options.read_committed = false;
+    options.tuning = client::tuning([("auto.offset.reset", "earliest".to_owned())]);
+    let consumer = client::group_consumer(&admin_settings(), &options, context()).unwrap();
     consumer.subscribe(&[&topic]).unwrap();
     let msg = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
         .await

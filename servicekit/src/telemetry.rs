@@ -1,0 +1,284 @@
+//! Logging: one `tracing` subscriber set-up for every service.
+//!
+//! Why here: the services had three set-ups that disagreed on the config shape and on
+//! whether JSON lines carry span context. Now every service logs the same way:
+//!
+//! - the filter is `RUST_LOG` when set (an operator turns up one module without a new
+//!   config file), else the config's `telemetry.filter`;
+//! - `format = "text"` is for people, `format = "json"` writes one JSON object per line
+//!   for log collectors, with the event's fields flattened, `timestamp`, `level`,
+//!   `target`, the `service` name, and the enclosing spans under `spans`;
+//! - lines go to stderr, so that stdout stays free for what a command prints
+//!   (`--print-config`).
+//!
+//! librdkafka's own log lines arrive through eventbus's client context under the target
+//! `librdkafka`, so `librdkafka=warn` in the filter quiets them.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::format::{JsonFields, Writer};
+use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
+use tracing_subscriber::registry::LookupSpan;
+
+/// The `[telemetry]` section of every service.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// An `EnvFilter` directive; `RUST_LOG` wins when set.
+    pub filter: String,
+    /// `text` for people, `json` for log collectors.
+    pub format: LogFormat,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            filter: "info,librdkafka=warn".to_owned(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Why logging could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    /// The filter (from `RUST_LOG` or the config) does not parse.
+    #[error("log filter {filter:?} (from {from}): {source}")]
+    Filter {
+        /// The directive.
+        filter: String,
+        /// `RUST_LOG` or `telemetry.filter`.
+        from: &'static str,
+        /// The parser's complaint.
+        #[source]
+        source: tracing_subscriber::filter::ParseError,
+    },
+    /// A global subscriber is installed already.
+    #[error("a logger is already installed: {0}")]
+    AlreadyInstalled(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// The filter: `RUST_LOG` when set and not empty, else `config.filter`. A malformed
+/// `RUST_LOG` is an error rather than silently ignored.
+pub fn filter(config: &TelemetryConfig) -> Result<EnvFilter, TelemetryError> {
+    let (filter, from) = match std::env::var("RUST_LOG") {
+        Ok(value) if !value.trim().is_empty() => (value, "RUST_LOG"),
+        _ => (config.filter.clone(), "telemetry.filter"),
+    };
+    EnvFilter::try_new(&filter).map_err(|source| TelemetryError::Filter {
+        filter,
+        from,
+        source,
+    })
+}
+
+/// Installs the global subscriber for `service_name`. Fails if the filter does not
+/// parse or a subscriber is installed already.
+pub fn init(config: &TelemetryConfig, service_name: &str) -> Result<(), TelemetryError> {
+    let filter = filter(config)?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = match config.format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder
+            .fmt_fields(JsonFields::new())
+            .event_format(JsonLines::new(service_name))
+            .try_init(),
+    };
+    result.map_err(TelemetryError::AlreadyInstalled)
+}
+
+/// The JSON line format: like tracing-subscriber's flattened JSON, plus a `service`
+/// field on every line (the built-in formatter has no static fields).
+#[derive(Debug, Clone)]
+pub struct JsonLines {
+    service: String,
+}
+
+impl JsonLines {
+    /// Lines naming `service`.
+    pub fn new(service: &str) -> Self {
+        JsonLines {
+            service: service.to_owned(),
+        }
+    }
+}
+
+impl<S, N> FormatEvent<S, N> for JsonLines
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let mut timestamp = String::new();
+        SystemTime.format_time(&mut Writer::new(&mut timestamp))?;
+        let metadata = event.metadata();
+        let mut line = Map::new();
+        line.insert("timestamp".into(), Value::String(timestamp));
+        line.insert("level".into(), Value::String(metadata.level().to_string()));
+        line.insert("target".into(), Value::String(metadata.target().to_owned()));
+        line.insert("service".into(), Value::String(self.service.clone()));
+        let mut fields = FieldVisitor(Map::new());
+        event.record(&mut fields);
+        for (name, value) in fields.0 {
+            // An event field never overwrites the line's own members.
+            line.entry(name).or_insert(value);
+        }
+        if let Some(scope) = ctx.event_scope() {
+            let spans: Vec<Value> = scope
+                .from_root()
+                .map(|span| {
+                    let mut object = Map::new();
+                    object.insert("name".into(), Value::String(span.name().to_owned()));
+                    let extensions = span.extensions();
+                    if let Some(formatted) = extensions.get::<FormattedFields<N>>()
+                        && let Ok(Value::Object(fields)) =
+                            serde_json::from_str::<Value>(formatted.as_str())
+                    {
+                        object.extend(fields);
+                    }
+                    Value::Object(object)
+                })
+                .collect();
+            if !spans.is_empty() {
+                line.insert("spans".into(), Value::Array(spans));
+            }
+        }
+        let text = serde_json::to_string(&line).map_err(|_| fmt::Error)?;
+        writeln!(writer, "{text}")
+    }
+}
+
+/// Collects an event's fields as JSON values.
+struct FieldVisitor(Map<String, Value>);
+
+impl tracing::field::Visit for FieldVisitor {
+    fn record_f64(&mut self, field: &tracing::field::Field, value: f64) {
+        self.0.insert(field.name().into(), Value::from(value));
+    }
+    fn record_i64(&mut self, field: &tracing::field::Field, value: i64) {
+        self.0.insert(field.name().into(), Value::from(value));
+    }
+    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+        self.0.insert(field.name().into(), Value::from(value));
+    }
+    fn record_bool(&mut self, field: &tracing::field::Field, value: bool) {
+        self.0.insert(field.name().into(), Value::from(value));
+    }
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.0.insert(field.name().into(), Value::from(value));
+    }
+    fn record_error(
+        &mut self,
+        field: &tracing::field::Field,
+        value: &(dyn std::error::Error + 'static),
+    ) {
+        self.0
+            .insert(field.name().into(), Value::from(value.to_string()));
+    }
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn fmt::Debug) {
+        self.0
+            .insert(field.name().into(), Value::from(format!("{value:?}")));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use tracing_subscriber::fmt::MakeWriter;
+
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> MakeWriter<'a> for Buffer {
+        type Writer = Buffer;
+        fn make_writer(&'a self) -> Buffer {
+            self.clone()
+        }
+    }
+
+    #[test]
+    fn json_lines_carry_the_service_fields_and_spans() {
+        let buffer = Buffer::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(buffer.clone())
+            .fmt_fields(JsonFields::new())
+            .event_format(JsonLines::new("order-service"))
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("request", route = "/v1/orders");
+            let _entered = span.enter();
+            tracing::warn!(attempt = 3, ok = false, "publish slow");
+        });
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let line: Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(line["service"], "order-service");
+        assert_eq!(line["level"], "WARN");
+        assert_eq!(line["message"], "publish slow");
+        assert_eq!(line["attempt"], 3);
+        assert_eq!(line["ok"], false);
+        assert_eq!(line["spans"][0]["name"], "request");
+        assert_eq!(line["spans"][0]["route"], "/v1/orders");
+        assert!(line["timestamp"].as_str().unwrap().contains('T'));
+    }
+
+    #[test]
+    fn the_config_filter_is_validated() {
+        // RUST_LOG is not set by the test runner (and not by this crate's tests).
+        if std::env::var_os("RUST_LOG").is_some() {
+            return;
+        }
+        assert!(filter(&TelemetryConfig::default()).is_ok());
+        let bad = TelemetryConfig {
+            filter: "info,[broken".to_owned(),
+            ..TelemetryConfig::default()
+        };
+        let error = filter(&bad).unwrap_err().to_string();
+        assert!(error.contains("telemetry.filter"), "{error}");
+    }
+
+    #[test]
+    fn formats_parse_from_lowercase_names_only() {
+        let json: TelemetryConfig = serde_json::from_str(r#"{"format":"json"}"#).unwrap();
+        assert_eq!(json.format, LogFormat::Json);
+        assert_eq!(json.filter, TelemetryConfig::default().filter);
+        assert!(serde_json::from_str::<TelemetryConfig>(r#"{"format":"yaml"}"#).is_err());
+        assert!(serde_json::from_str::<TelemetryConfig>(r#"{"json":true}"#).is_err());
+    }
+}

@@ -8,11 +8,63 @@
 //! record read back by a consumer). A pipeline path that crosses Kafka twice (ingress →
 //! dataflow → `stock.updated`) cannot be faster than that hop; the ratio says how many
 //! hops' worth it costs.
+//!
+//! On the secure cluster the tools connect like every other client: with the TLS and
+//! SCRAM settings of the principal the Rust clients use, from the Java properties file
+//! `make up` writes beside its librdkafka config (`.run/secrets/admin.properties`), passed
+//! as `--command-config`. So the floor crosses the same listener, TLS and authentication
+//! as the pipeline it is compared with.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, bail};
+use eventbus::{KafkaSettings, SecurityProtocol};
+
+/// How Kafka's Java tools reach the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolConnection {
+    /// `--bootstrap-server`: the same brokers the Rust clients use.
+    pub bootstrap: String,
+    /// `--command-config`: the Java client properties with the security settings
+    /// (`.run/secrets/<principal>.properties`), if the cluster needs any.
+    pub command_config: Option<PathBuf>,
+}
+
+impl ToolConnection {
+    /// The connection of `settings` (its client config file resolved): the bootstrap,
+    /// and the Java properties beside the client config file. A secured cluster without
+    /// those properties is an error that says where they should be.
+    pub fn for_settings(settings: &KafkaSettings) -> anyhow::Result<ToolConnection> {
+        let resolved = settings
+            .resolved()
+            .context("resolving the Kafka settings for Kafka's tools")?;
+        let command_config = crate::cluster::java_properties(settings);
+        if command_config.is_none() && resolved.security.protocol != SecurityProtocol::Plaintext {
+            bail!(
+                "the cluster uses {} but no Java client properties were found beside {}                  (`make up` writes <principal>.properties next to <principal>.conf)",
+                resolved.security.protocol.as_str(),
+                settings
+                    .client_config_file
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "the client config file".to_owned())
+            );
+        }
+        Ok(ToolConnection {
+            bootstrap: resolved.bootstrap,
+            command_config,
+        })
+    }
+
+    /// `--command-config <file>`, when there is one.
+    fn command_config_args(&self) -> Vec<String> {
+        self.command_config
+            .iter()
+            .flat_map(|p| ["--command-config".to_owned(), p.display().to_string()])
+            .collect()
+    }
+}
 
 /// One `ProducerPerformance` result line.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
@@ -69,7 +121,7 @@ pub fn parse_summary(text: &str) -> Option<ProducerPerf> {
 
 /// Runs ProducerPerformance with acks=all and idempotence on `topic`.
 pub fn producer_performance(
-    bootstrap: &str,
+    connection: &ToolConnection,
     topic: &str,
     records: u64,
     record_size: usize,
@@ -82,8 +134,9 @@ pub fn producer_performance(
             libs.display()
         );
     }
+    // Properties given here win over the --command-config file's.
     let mut props = vec![
-        format!("bootstrap.servers={bootstrap}"),
+        format!("bootstrap.servers={}", connection.bootstrap),
         "acks=all".to_string(),
         "enable.idempotence=true".to_string(),
     ];
@@ -99,7 +152,8 @@ pub fn producer_performance(
             "--throughput",
             "-1",
         ])
-        .arg("--producer-props")
+        .args(connection.command_config_args())
+        .arg("--command-property")
         .args(&props)
         .output()
         .context("running java ProducerPerformance")?;
@@ -170,7 +224,7 @@ pub fn parse_end_to_end(text: &str, records: u64) -> Option<EndToEnd> {
 /// comparison needs): `records` records of `record_size` bytes, produced one at a time
 /// with `acks` (`all` or `1`), each awaited by its consumer before the next is sent.
 pub fn end_to_end_latency(
-    bootstrap: &str,
+    connection: &ToolConnection,
     topic: &str,
     records: u64,
     record_size: usize,
@@ -187,7 +241,13 @@ pub fn end_to_end_latency(
         .args(["-Xmx512m", "-cp"])
         .arg(format!("{}/*", libs.display()))
         .arg("org.apache.kafka.tools.EndToEndLatency")
-        .args(["--bootstrap-server", bootstrap, "--topic", topic])
+        .args([
+            "--bootstrap-server",
+            &connection.bootstrap,
+            "--topic",
+            topic,
+        ])
+        .args(connection.command_config_args())
         .args(["--num-records", &records.to_string()])
         .args(["--producer-acks", acks])
         .args(["--record-size", &record_size.to_string()])
@@ -221,6 +281,46 @@ mod tests {
         assert_eq!(p.p50_ms, 70.0);
         assert_eq!(p.p99_ms, 300.0);
         assert!(parse_summary("nothing here").is_none());
+    }
+
+    #[test]
+    fn tools_get_the_security_settings_of_the_client_config() {
+        let dir = std::env::temp_dir().join(format!("floor-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = dir.join("ca.crt");
+        std::fs::write(&ca, "not checked here").unwrap();
+        let conf = dir.join("admin.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "bootstrap.servers=h:1\nsecurity.protocol=SASL_SSL\nsasl.mechanisms=SCRAM-SHA-512\n\
+                 sasl.username=admin\nsasl.password=pw\nssl.ca.location={}\n",
+                ca.display()
+            ),
+        )
+        .unwrap();
+        let settings = KafkaSettings {
+            client_config_file: Some(conf),
+            ..KafkaSettings::default()
+        };
+        // Secure without the Java properties: a clear error, not a hanging tool.
+        let e = ToolConnection::for_settings(&settings).unwrap_err();
+        assert!(format!("{e:#}").contains("admin.conf"), "{e:#}");
+        let properties = dir.join("admin.properties");
+        std::fs::write(&properties, "security.protocol=SASL_SSL\n").unwrap();
+        let c = ToolConnection::for_settings(&settings).unwrap();
+        assert_eq!(c.bootstrap, "h:1");
+        assert_eq!(
+            c.command_config_args(),
+            [
+                "--command-config".to_owned(),
+                properties.display().to_string()
+            ]
+        );
+        // Plaintext without files: just the bootstrap.
+        let plain = ToolConnection::for_settings(&KafkaSettings::default()).unwrap();
+        assert!(plain.command_config_args().is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! - `loadgen`: open-loop orders at a target rate against running services.
 
 pub mod client;
+pub mod cluster;
 pub mod floor;
 pub mod load;
 pub mod scenario;

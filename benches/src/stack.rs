@@ -6,6 +6,11 @@
 //! layered configuration overridden through the environment (`PIPELINE__...`,
 //! `PAYMENT__...`, `INGRESS__...`), exactly as an operator would. Each process logs to
 //! `target/stack-logs/<prefix>/<name>.log`; all are killed when the stack is dropped.
+//!
+//! Every service connects with the client config of [`crate::cluster`]
+//! (`KAFKA_CLIENT_CONFIG`, by default the `admin` principal's `.run/secrets/admin.conf`),
+//! so the stack runs on the secure local cluster: the services' own principals only have
+//! ACLs on the unprefixed topics and groups, not on a stack's prefixed ones.
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
@@ -15,7 +20,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use eventbus::admin::{Admin, TopicList};
-use eventbus::{KafkaConfig, RegistryClient, RegistryConfig};
+use eventbus::config::CLIENT_CONFIG_ENV;
+use eventbus::{KafkaSettings, RegistryClient, RegistryConfig};
 
 use crate::client::Endpoints;
 use crate::scenario::GatewayRules;
@@ -29,7 +35,7 @@ pub struct Stack {
     /// Payment's health/metrics base URL.
     pub payment_url: String,
     /// The Kafka settings the services use.
-    pub kafka: KafkaConfig,
+    pub kafka: KafkaSettings,
     bin_dir: PathBuf,
     log_dir: PathBuf,
     rules: GatewayRules,
@@ -61,7 +67,7 @@ impl Stack {
     /// returns once all three answer `/readyz`. `pipeline_args` are timely's (`-w 2`).
     pub async fn start(rules: GatewayRules, pipeline_args: &[&str]) -> anyhow::Result<Stack> {
         let prefix = format!("stack-{}-", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-        let kafka = KafkaConfig::from_env();
+        let kafka = crate::cluster::kafka_settings();
         let registry = RegistryClient::new(&RegistryConfig::from_env())?;
 
         let mut list = TopicList::load(&workspace_root().join("deploy/topics.toml"))?;
@@ -69,7 +75,7 @@ impl Stack {
             t.name = format!("{prefix}{}", t.name);
         }
         let topics = list.topics.iter().map(|t| t.name.clone()).collect();
-        Admin::new(&kafka.bootstrap, &Default::default())?
+        Admin::new(&kafka)?
             .apply(&list)
             .await
             .context("creating the stack's topics")?;
@@ -247,10 +253,15 @@ impl Stack {
             .create(true)
             .append(true)
             .open(self.log(name))?;
-        let child = Command::new(&bin)
+        let mut command = Command::new(&bin);
+        command
             .args(args)
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .env("KAFKA_BOOTSTRAP", &self.kafka.bootstrap)
+            .env("KAFKA_BOOTSTRAP", &self.kafka.bootstrap);
+        if let Some(file) = &self.kafka.client_config_file {
+            command.env(CLIENT_CONFIG_ENV, file);
+        }
+        let child = command
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -292,7 +303,7 @@ impl Stack {
         for name in ["ingress", "payment", "pipeline"] {
             let _ = self.stop(name);
         }
-        if let Ok(admin) = Admin::new(&self.kafka.bootstrap, &Default::default()) {
+        if let Ok(admin) = Admin::new(&self.kafka) {
             let names: Vec<&str> = self.topics.iter().map(String::as_str).collect();
             let _ = admin.delete_topics(&names).await;
         }

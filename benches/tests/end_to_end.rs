@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use benches::client::{Api, Client};
 use benches::scenario::{Action, GatewayRules, Mix, Scenario};
 use benches::stack::Stack;
+use eventbus::kafka::Message;
 use eventbus::reader::{ReadOptions, read_topic};
 use eventbus::{RegistryClient, RegistryConfig};
-use rdkafka::Message;
 use schemas::{PaymentCompleted, PaymentFailed, StockUpdated};
 
 async fn send(
@@ -61,7 +61,7 @@ async fn send(
 
 async fn decode_all<E: schemas::Event>(
     registry: &RegistryClient,
-    kafka: &eventbus::KafkaConfig,
+    kafka: &eventbus::KafkaSettings,
     topic: &str,
 ) -> Vec<(String, E, i64)> {
     let records = read_topic(

@@ -6,7 +6,8 @@
 #
 #   ingress/bench/run.sh [--connections 32] [--duration 10] [--threads 1]
 #
-# Env: KAFKA_BOOTSTRAP, REGISTRY_URL (defaults: the local cluster).
+# Env: KAFKA_BOOTSTRAP, REGISTRY_URL, KAFKA_CLIENT_CONFIG (defaults: the local cluster,
+# as the admin principal of .run/secrets/admin.conf when `make up` wrote it).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 command -v wrk >/dev/null || { echo "wrk is not installed: apt-get install -y wrk" >&2; exit 1; }

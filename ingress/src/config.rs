@@ -9,30 +9,37 @@
 //! |---|---|---|
 //! | defaults | `Default` impls below (`#[serde(default)]`, so a file may set any subset) | REST on 127.0.0.1:8080 |
 //! | file | `--config PATH` or `INGRESS_CONFIG=PATH` (TOML) | `ingress.toml` |
-//! | project env | `KAFKA_BOOTSTRAP`, `REGISTRY_URL` (what the Makefile and tests export) | |
+//! | project env | `KAFKA_BOOTSTRAP`, `KAFKA_CLIENT_CONFIG`, `REGISTRY_URL` (what the Makefile and tests export) | |
 //! | service env | `INGRESS__<SECTION>__<KEY>`, nested with `__` | `INGRESS__PUBLISH__DEADLINE=2s` |
 //!
-//! Later layers win. Unknown keys are errors (`deny_unknown_fields`), so a typo in a file
-//! fails at start-up instead of silently keeping a default. Durations are integer
+//! The loader is `servicekit::config`, shared by the three services. Later layers win.
+//! Unknown keys are errors (`deny_unknown_fields`), so a typo in a file fails at
+//! start-up instead of silently keeping a default; a bad value names its key and where
+//! it came from. Durations are integer
 //! milliseconds or strings with a unit (`"250ms"`, `"5s"`, `"10m"`), the same format as
 //! every eventbus setting. Secrets (the SASL password, the registry password) are
 //! `secrecy::SecretString`s inside the eventbus configs, so `Debug` output and logs never
 //! show them.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use eventbus::config::duration_serde;
-use eventbus::{KafkaConfig, ProducerConfig, RegistryConfig};
+use eventbus::{KafkaSettings, ProducerConfig, RegistryConfig};
 use figment::Figment;
-use figment::providers::{Env, Format, Serialized, Toml};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+pub use servicekit::ConfigError;
+use servicekit::auth::ClientKey;
+pub use servicekit::telemetry::{LogFormat, TelemetryConfig};
+use servicekit::{ApiSecurity, config::Loader};
 
 /// The prefix of the service's environment variables (`INGRESS__REST__LISTEN`, ...).
 pub const ENV_PREFIX: &str = "INGRESS__";
 /// The environment variable naming a config file (same as `--config`).
 pub const CONFIG_FILE_ENV: &str = "INGRESS_CONFIG";
+/// The service's name in logs (`service` in JSON lines) and Kafka's `client.id`.
+pub const SERVICE_NAME: &str = "order-service";
 
 /// librdkafka's `delivery.timeout.ms` for this service: the publish deadline (5 s), so
 /// that a record the client was told to retry is not still being sent half a minute later
@@ -40,7 +47,11 @@ pub const CONFIG_FILE_ENV: &str = "INGRESS_CONFIG";
 pub const DEFAULT_DELIVERY_TIMEOUT_MS: u64 = 5_000;
 
 /// Everything the Order Service can be configured with.
-#[derive(Clone, Debug, Default, Deserialize)]
+///
+/// The eventbus sections are not serializable (they hold secrets), so they are
+/// `skip_serializing`: their defaults are serde's, plus the service's own in
+/// [`Config::figment`].
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// The REST API.
@@ -49,12 +60,17 @@ pub struct Config {
     pub grpc: GrpcConfig,
     /// The pipeline's ViewService (order status reads).
     pub views: ViewsConfig,
+    /// TLS and API keys of both APIs (off by default; see the README).
+    pub security: ApiSecurity,
     /// The Kafka cluster (eventbus).
-    pub kafka: KafkaConfig,
+    #[serde(skip_serializing)]
+    pub kafka: KafkaSettings,
     /// The schema registry (eventbus).
+    #[serde(skip_serializing)]
     pub registry: RegistryConfig,
     /// The producer's choices (eventbus); `delivery_timeout_ms` should not exceed
     /// [`PublishConfig::deadline`] by much, see there.
+    #[serde(skip_serializing)]
     pub producer: ProducerConfig,
     /// The topics the service writes (and reads back for idempotency).
     pub topics: TopicsConfig,
@@ -70,62 +86,33 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
 }
 
-/// An error loading the configuration.
-#[derive(Debug, thiserror::Error)]
-#[error("configuration: {0}")]
-pub struct ConfigError(#[from] Box<figment::Error>);
-
 impl Config {
-    /// The defaults and the environment only (no file): what tests start from.
+    /// The defaults and the environment only (no file unless `INGRESS_CONFIG` names
+    /// one): what tests start from.
     pub fn from_env() -> Result<Config, ConfigError> {
-        Config::figment(None)
-            .extract()
-            .map_err(|e| ConfigError(Box::new(e)))
+        Config::load(None)
     }
 
     /// Loads defaults, then `file` (if any, else the file named by `INGRESS_CONFIG`),
     /// then the environment.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
-        let env_file = std::env::var_os(CONFIG_FILE_ENV).map(std::path::PathBuf::from);
-        let file = file.map(Path::to_path_buf).or(env_file);
-        Config::figment(file.as_deref())
-            .extract()
-            .map_err(|e| ConfigError(Box::new(e)))
+        servicekit::config::extract(&Config::figment(file))
     }
 
     /// The figment with every layer, for callers that add their own (tests).
     pub fn figment(file: Option<&Path>) -> Figment {
-        // The eventbus defaults that differ for this service, as the lowest layer.
-        let mut figment = Figment::new()
-            .merge(Serialized::default("kafka.client_id", "order-service"))
-            .merge(Serialized::default("producer.source", "/order-service"))
-            .merge(Serialized::default(
-                "producer.delivery_timeout_ms",
-                DEFAULT_DELIVERY_TIMEOUT_MS,
-            ));
-        if let Some(file) = file {
-            // `file_exact`: a file that was asked for but is missing is an error, not an
-            // empty layer.
-            figment = figment.merge(Toml::file_exact(file));
-        }
-        figment
-            .merge(
-                Env::raw()
-                    .only(&["KAFKA_BOOTSTRAP", "REGISTRY_URL"])
-                    .map(|key| {
-                        if key == "KAFKA_BOOTSTRAP" {
-                            "kafka.bootstrap".into()
-                        } else {
-                            "registry.url".into()
-                        }
-                    }),
-            )
-            .merge(Env::prefixed(ENV_PREFIX).split("__"))
+        // The eventbus defaults that differ for this service, under every other layer.
+        Loader::new(ENV_PREFIX)
+            .file(file)
+            .default_value("kafka.client_id", SERVICE_NAME)
+            .default_value("producer.source", "/order-service")
+            .default_value("producer.delivery_timeout_ms", DEFAULT_DELIVERY_TIMEOUT_MS)
+            .figment::<Config>()
     }
 }
 
 /// The REST API.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RestConfig {
     /// Address to listen on (when `main` binds; tests pass their own listener).
@@ -145,7 +132,7 @@ impl Default for RestConfig {
 }
 
 /// The gRPC API.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GrpcConfig {
     /// Address to listen on (when `main` binds).
@@ -164,7 +151,7 @@ impl Default for GrpcConfig {
 }
 
 /// The pipeline's ViewService, which answers order status reads.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ViewsConfig {
     /// gRPC endpoint URL.
@@ -176,6 +163,15 @@ pub struct ViewsConfig {
     /// Time limit of establishing the connection.
     #[serde(with = "duration_serde")]
     pub connect_timeout: Duration,
+    /// The API key sent to the views API when it requires one (its
+    /// `[server.security] api_keys`). A secret: best set as `INGRESS__VIEWS__API_KEY`
+    /// from a Kubernetes Secret; never printed.
+    #[serde(skip_serializing)]
+    pub api_key: Option<ClientKey>,
+    /// PEM file of the CA that signed the views API's TLS certificate (or that
+    /// certificate itself); needed for an `https://` endpoint.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<PathBuf>,
 }
 
 impl Default for ViewsConfig {
@@ -184,13 +180,15 @@ impl Default for ViewsConfig {
             endpoint: "http://127.0.0.1:50052".to_owned(),
             timeout: Duration::from_millis(1_000),
             connect_timeout: Duration::from_millis(500),
+            api_key: None,
+            ca_cert: None,
         }
     }
 }
 
 /// The topics the service writes. Overridable so that tests (and a shared cluster) can
 /// use their own names; the registry subjects follow as `<topic>-value`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TopicsConfig {
     /// order.created events.
@@ -224,7 +222,7 @@ impl TopicsConfig {
 }
 
 /// How long a mutating request may wait for Kafka.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PublishConfig {
     /// Deadline of one publish (registry lookup, send, `acks=all`). Past it the client
@@ -249,7 +247,7 @@ impl Default for PublishConfig {
 
 /// Idempotency keys: how many answers are remembered, how long, and how far back the
 /// topics are read to remember answers given before a restart or by another instance.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct IdempotencyConfig {
     /// Most keys remembered; the oldest are forgotten first.
@@ -278,7 +276,7 @@ impl Default for IdempotencyConfig {
 }
 
 /// The readiness probe (`/readyz`, gRPC health).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ReadinessConfig {
     /// How often Kafka and the registry are checked.
@@ -299,7 +297,7 @@ impl Default for ReadinessConfig {
 }
 
 /// Graceful shutdown.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ShutdownConfig {
     /// After the shutdown signal, how long in-flight requests may take to finish
@@ -320,36 +318,6 @@ impl Default for ShutdownConfig {
     }
 }
 
-/// Log output.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TelemetryConfig {
-    /// An `EnvFilter` directive; `RUST_LOG` wins when set.
-    pub filter: String,
-    /// `text` for people, `json` for log collectors.
-    pub format: LogFormat,
-}
-
-impl Default for TelemetryConfig {
-    fn default() -> Self {
-        TelemetryConfig {
-            filter: "info,librdkafka=warn".to_owned(),
-            format: LogFormat::Text,
-        }
-    }
-}
-
-/// Log line format.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable lines.
-    #[default]
-    Text,
-    /// One JSON object per line.
-    Json,
-}
-
 #[cfg(test)]
 #[allow(clippy::result_large_err)] // figment::Jail's closures return figment::Error
 mod tests {
@@ -358,6 +326,8 @@ mod tests {
     #[test]
     fn layers_override_in_order() {
         figment::Jail::expect_with(|jail| {
+            // Hermetic: `make test` exports KAFKA_BOOTSTRAP, KAFKA_CLIENT_CONFIG, REGISTRY_URL.
+            jail.clear_env();
             jail.create_file(
                 "ingress.toml",
                 r#"
@@ -367,7 +337,8 @@ mod tests {
                 deadline = "2s"
                 [kafka]
                 bootstrap = "from-file:9092"
-                [kafka.sasl]
+                [kafka.security]
+                protocol = "sasl_ssl"
                 username = "u"
                 password = "hunter2"
                 "#,
@@ -381,6 +352,8 @@ mod tests {
             assert_eq!(config.publish.deadline, Duration::from_millis(750));
             assert_eq!(config.idempotency.capacity, 10);
             assert_eq!(config.kafka.bootstrap, "from-env:9092");
+            // A partial [kafka] section keeps the service's client id.
+            assert_eq!(config.kafka.client_id, SERVICE_NAME);
             // Defaults survive where nothing was said.
             assert_eq!(config.grpc.listen, "127.0.0.1:50051".parse().unwrap());
             assert_eq!(config.views.endpoint, "http://127.0.0.1:50052");
@@ -393,12 +366,70 @@ mod tests {
     #[test]
     fn unknown_keys_and_missing_files_are_errors() {
         figment::Jail::expect_with(|jail| {
+            // Hermetic: `make test` exports KAFKA_BOOTSTRAP, KAFKA_CLIENT_CONFIG, REGISTRY_URL.
+            jail.clear_env();
             jail.create_file("bad.toml", "[rest]\nlisten_addr = \"0.0.0.0:1\"\n")?;
             let error = Config::load(Some(Path::new("bad.toml")))
                 .unwrap_err()
                 .to_string();
             assert!(error.contains("listen_addr"), "{error}");
             assert!(Config::load(Some(Path::new("missing.toml"))).is_err());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn security_is_off_by_default_and_set_by_file_or_env() {
+        figment::Jail::expect_with(|jail| {
+            // Hermetic: `make test` exports KAFKA_BOOTSTRAP, KAFKA_CLIENT_CONFIG, REGISTRY_URL.
+            jail.clear_env();
+            let config = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(config.security, ApiSecurity::default());
+            jail.create_file(
+                "ingress.toml",
+                r#"
+                [security]
+                tls = { cert = "/tls/tls.crt", key = "/tls/tls.key" }
+                api_keys = [{ name = "dashboard", sha256 = "00" }]
+                "#,
+            )?;
+            jail.set_env("INGRESS__SECURITY__TLS__CERT", "/override/tls.crt");
+            let config =
+                Config::load(Some(Path::new("ingress.toml"))).map_err(|e| e.to_string())?;
+            let tls = config.security.tls.clone().unwrap();
+            assert_eq!(tls.cert, Path::new("/override/tls.crt"));
+            assert_eq!(tls.key, Path::new("/tls/tls.key"));
+            assert_eq!(config.security.api_keys[0].name, "dashboard");
+            // The hash is checked when the service starts (with the TLS files).
+            let error = config.security.load().unwrap_err().to_string();
+            assert!(error.contains("security.tls"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_views_key_comes_from_the_environment_and_never_prints() {
+        figment::Jail::expect_with(|jail| {
+            // Hermetic: `make test` exports KAFKA_BOOTSTRAP, KAFKA_CLIENT_CONFIG, REGISTRY_URL.
+            jail.clear_env();
+            jail.set_env("INGRESS__VIEWS__API_KEY", "views-secret-key");
+            jail.set_env("INGRESS__VIEWS__CA_CERT", "/etc/ca.crt");
+            let config = Config::load(None).map_err(|e| e.to_string())?;
+            assert!(config.views.api_key.is_some());
+            assert_eq!(
+                config.views.ca_cert.as_deref(),
+                Some(Path::new("/etc/ca.crt"))
+            );
+            assert!(!format!("{config:?}").contains("views-secret-key"));
+            // A missing CA file stops the client from being built, naming the key.
+            let error = crate::views::ViewsClient::new(&config.views)
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("views.ca_cert"), "{error}");
+            jail.set_env("INGRESS__VIEWS__API_KEY", "two words");
+            let error = Config::load(None).unwrap_err().to_string();
+            assert!(error.contains("views.api_key"), "{error}");
+            assert!(!error.contains("two words"), "{error}");
             Ok(())
         });
     }
@@ -418,7 +449,9 @@ mod tests {
 
     #[test]
     fn service_defaults_name_the_service() {
-        figment::Jail::expect_with(|_jail| {
+        figment::Jail::expect_with(|jail| {
+            // Hermetic: `make test` exports KAFKA_BOOTSTRAP, KAFKA_CLIENT_CONFIG, REGISTRY_URL.
+            jail.clear_env();
             let config = Config::load(None).map_err(|e| e.to_string())?;
             assert_eq!(config.producer.source, "/order-service");
             assert_eq!(config.kafka.client_id, "order-service");

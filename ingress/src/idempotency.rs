@@ -53,13 +53,14 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use eventbus::client::{self, GroupOptions};
 use eventbus::codec::decode;
 use eventbus::context::BusContext;
-use eventbus::{BusMetrics, KafkaConfig, RegistryClient};
-use rdkafka::Message as _;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{BorrowedMessage, Headers as _};
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use eventbus::kafka::{
+    BorrowedMessage, Consumer, Headers as _, Message as _, Offset, RDKafkaErrorCode,
+    StreamConsumer, TopicPartitionList,
+};
+use eventbus::{BusMetrics, KafkaSettings, RegistryClient};
 use schemas::{OrderCreated, OrderUpdated, StockAdjusted};
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -438,7 +439,7 @@ impl Drop for ClaimGuard {
 /// Reads the service's topics back into the cache: from `now - lookback` at start-up,
 /// then following them. See the module docs.
 pub struct LogFollower {
-    kafka: KafkaConfig,
+    kafka: KafkaSettings,
     registry: RegistryClient,
     topics: TopicsConfig,
     cache: IdempotencyCache,
@@ -454,7 +455,7 @@ impl LogFollower {
     /// A follower filling `cache`; `caught_up` becomes `true` once the start-up replay
     /// has reached the high watermarks that existed when it started.
     pub fn new(
-        kafka: &KafkaConfig,
+        kafka: &KafkaSettings,
         registry: RegistryClient,
         topics: TopicsConfig,
         cache: IdempotencyCache,
@@ -502,25 +503,27 @@ impl LogFollower {
 
     /// Creates the consumer and assigns every partition of the topics at the first
     /// offset at or after `now - lookback`; returns the high watermarks to catch up to.
-    async fn start(
-        &self,
-    ) -> Result<(StreamConsumer<BusContext>, HashMap<(String, i32), i64>), String> {
-        let mut config = self.kafka.client_config();
-        config
-            .set(
-                "group.id",
-                format!("{}-idempotency-{}", self.kafka.client_id, Uuid::new_v4()),
-            )
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("statistics.interval.ms", "0");
+    async fn start(&self) -> Result<(StreamConsumer, HashMap<(String, i32), i64>), String> {
+        // A stream consumer that is only ever `assign()`ed (below): it never joins its
+        // group and never commits (explicit commits, and none are made); every start
+        // replays by time instead. The group id is unique per start and keeps the
+        // service's prefix (`order-service-...`), which its ACLs grant.
+        let mut options = GroupOptions::new(format!(
+            "{}-idempotency-{}",
+            self.kafka.client_id,
+            Uuid::new_v4()
+        ));
+        options.tuning = client::tuning([
+            // No statistics: they only feed the group lag gauge, and this consumer has
+            // no group offsets to lag behind.
+            ("statistics.interval.ms", "0".to_owned()),
+        ]);
         let context = BusContext::new(
             format!("{}/idempotency", self.kafka.client_id),
             None,
             BusMetrics::default(),
         );
-        let consumer: StreamConsumer<BusContext> = config
-            .create_with_context(context)
+        let consumer = client::group_consumer(&self.kafka, &options, context)
             .map_err(|e| format!("create consumer: {e}"))?;
         let topics: Vec<String> = self.topics.all().iter().map(|t| (*t).to_owned()).collect();
         let since_ms =
@@ -537,10 +540,7 @@ impl LogFollower {
                     return Err(format!("topic {topic} not in metadata"));
                 };
                 if let Some(error) = found.error() {
-                    return Err(format!(
-                        "topic {topic}: {}",
-                        rdkafka::error::RDKafkaErrorCode::from(error)
-                    ));
+                    return Err(format!("topic {topic}: {}", RDKafkaErrorCode::from(error)));
                 }
                 for partition in found.partitions() {
                     by_time
@@ -582,7 +582,7 @@ impl LogFollower {
 
     async fn follow(
         &self,
-        consumer: StreamConsumer<BusContext>,
+        consumer: StreamConsumer,
         mut targets: HashMap<(String, i32), i64>,
         stop: &mut watch::Receiver<bool>,
     ) {

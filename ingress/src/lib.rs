@@ -7,7 +7,15 @@
 //! [`run`] takes a [`Config`], two already bound listeners and a shutdown future. Binding
 //! outside lets tests listen on port 0 and learn the port, and lets `main` fail before
 //! anything starts if a port is taken; the shutdown future lets a test stop the service
-//! exactly when it wants (mini-redis style), and `main` pass SIGINT/SIGTERM.
+//! exactly when it wants (mini-redis style), and `main` pass SIGINT/SIGTERM
+//! (`servicekit::shutdown::signal`).
+//!
+//! # Security
+//!
+//! `[security]` (`servicekit::ApiSecurity`) turns on TLS for both listeners and bearer
+//! API keys for both APIs. Keys are checked before any handler runs: REST answers 401
+//! (problem+json, `WWW-Authenticate: Bearer`), gRPC `UNAUTHENTICATED`. `/healthz`,
+//! `/readyz`, `/metrics` and gRPC health stay open for probes and Prometheus.
 //!
 //! Modules, one noun each:
 //! - [`config`]: layered configuration (defaults → file → env);
@@ -21,7 +29,7 @@
 //! - [`grpc`]: tonic services, rich error details, the strict codec;
 //! - [`views`]: the client of the pipeline's ViewService (order status reads);
 //! - [`readiness`]: the background checks behind `/readyz` and gRPC health;
-//! - [`metrics`], [`telemetry`]: Prometheus metrics, logs;
+//! - [`metrics`]: Prometheus metrics (logs: `servicekit::telemetry`);
 //! - [`proto`]: the generated protobuf code.
 //!
 //! # Lifecycle
@@ -42,7 +50,6 @@ pub mod metrics;
 pub mod proto;
 pub mod readiness;
 pub mod rest;
-pub mod telemetry;
 pub mod validation;
 pub mod views;
 
@@ -50,6 +57,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 
 use eventbus::{BusConfig, BusError, EventBus, Fault, RegistryClient, SchemaRef};
+use servicekit::security::SecurityError;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -79,6 +87,9 @@ pub enum IngressError {
         /// Why.
         source: std::io::Error,
     },
+    /// The `[security]` section is unusable (TLS files, API key hashes).
+    #[error("{0}")]
+    Security(#[from] SecurityError),
     /// The eventbus could not be set up (producer, registry client).
     #[error("eventbus: {0}")]
     Bus(#[from] BusError),
@@ -88,12 +99,12 @@ pub enum IngressError {
     /// The metrics could not be registered.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
-    /// The views endpoint is not a usable URL.
-    #[error("views endpoint: {0}")]
-    Views(#[source] tonic::transport::Error),
+    /// The views client cannot be set up (endpoint URL, CA file).
+    #[error("{0}")]
+    Views(#[source] views::ViewsSetupError),
     /// The readiness prober's Kafka client could not be created.
     #[error("readiness client: {0}")]
-    Readiness(#[source] rdkafka::error::KafkaError),
+    Readiness(#[source] BusError),
     /// The reflection service could not be built.
     #[error("grpc reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
@@ -126,34 +137,6 @@ impl Listeners {
             rest: bind("REST", config.rest.listen).await?,
             grpc: bind("gRPC", config.grpc.listen).await?,
         })
-    }
-}
-
-/// Resolves on SIGINT (Ctrl-C) or, on Unix, SIGTERM (what Kubernetes sends).
-pub async fn shutdown_signal() {
-    let interrupt = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::error!("cannot listen for Ctrl-C: {error}");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::error!("cannot listen for SIGTERM: {error}");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => {}
-        () = terminate => {}
     }
 }
 
@@ -205,6 +188,7 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), IngressError> {
+    let security = config.security.load()?;
     let metrics = Metrics::new()?;
     let bus = EventBus::new(
         &BusConfig {
@@ -266,22 +250,42 @@ pub async fn run(
         .build_v1alpha()?;
     let api = GrpcApi::new(commands.clone(), metrics.clone());
     let max_message = config.grpc.max_message_bytes;
-    let grpc_server = tonic::transport::Server::builder()
+    // Every service but health (probes) needs a key when keys are configured.
+    let keys = &security.keys;
+    let grpc_server = security
+        .grpc_server()
+        .map_err(IngressError::Grpc)?
         .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(OrderServiceServer::new(api.clone()).max_decoding_message_size(max_message))
-        .add_service(InventoryAdminServiceServer::new(api).max_decoding_message_size(max_message));
+        .add_service(keys.guard(reflection_v1))
+        .add_service(keys.guard(reflection_v1alpha))
+        .add_service(
+            keys.guard(OrderServiceServer::new(api.clone()).max_decoding_message_size(max_message)),
+        )
+        .add_service(
+            keys.guard(
+                InventoryAdminServiceServer::new(api).max_decoding_message_size(max_message),
+            ),
+        );
     let router = rest::router(
         commands.clone(),
         metrics.clone(),
         ready_rx,
         config.rest.body_limit_bytes,
+        &security.keys,
     );
 
     let rest_addr = listeners.rest.local_addr().ok();
     let grpc_addr = listeners.grpc.local_addr().ok();
-    tracing::info!(rest = ?rest_addr, grpc = ?grpc_addr, topics = ?config.topics.all(), "ingress serving");
+    let rest_listener = security
+        .http_listener(listeners.rest)
+        .map_err(IngressError::Rest)?;
+    tracing::info!(
+        rest = ?rest_addr,
+        grpc = ?grpc_addr,
+        security = %security.describe(),
+        topics = ?config.topics.all(),
+        "ingress serving"
+    );
 
     // The caller's shutdown future only flips the shared stop flag.
     let signal_tx = stop_tx.clone();
@@ -292,7 +296,7 @@ pub async fn run(
     });
 
     let rest = async {
-        let result = axum::serve(listeners.rest, router)
+        let result = axum::serve(rest_listener, router)
             .with_graceful_shutdown(stopped(stop_rx.clone()))
             .await
             .map_err(IngressError::Rest);

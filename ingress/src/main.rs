@@ -1,18 +1,20 @@
 //! `ingress`: the Order Service binary. Parses the command line, loads the layered
 //! configuration, starts logging, binds the two listeners and runs the service until
-//! SIGINT or SIGTERM, then shuts down gracefully (see [`ingress::run`]).
+//! SIGINT or SIGTERM, then shuts down gracefully (see [`ingress::run`]). The scaffold
+//! (config loader, logging, signals, TLS, API keys) is `servicekit`'s.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use ingress::config::{CONFIG_FILE_ENV, Config, SERVICE_NAME};
 
 /// The Order Service: REST and gRPC order API publishing order events to Kafka.
 #[derive(Parser, Debug)]
 #[command(name = "ingress", version, about)]
 struct Cli {
     /// A TOML config file, layered over the defaults and under `INGRESS__*` variables.
-    #[arg(long, env = ingress::config::CONFIG_FILE_ENV)]
+    #[arg(long, env = CONFIG_FILE_ENV)]
     config: Option<PathBuf>,
     /// Print the effective configuration (secrets redacted) and exit.
     #[arg(long)]
@@ -22,33 +24,31 @@ struct Cli {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match ingress::config::Config::load(cli.config.as_deref()) {
+    let config = match Config::load(cli.config.as_deref()) {
         Ok(config) => config,
-        Err(error) => {
-            eprintln!("ingress: {error}");
-            return ExitCode::from(2);
-        }
+        Err(error) => return fail(2, &error),
     };
     if cli.print_config {
         println!("{config:#?}");
         return ExitCode::SUCCESS;
     }
-    if let Err(error) = ingress::telemetry::init(&config.telemetry) {
-        eprintln!("ingress: logging: {error}");
-        return ExitCode::from(2);
+    if let Err(error) = servicekit::telemetry::init(&config.telemetry, SERVICE_NAME) {
+        return fail(2, &error);
     }
     let listeners = match ingress::Listeners::bind(&config).await {
         Ok(listeners) => listeners,
-        Err(error) => {
-            tracing::error!("{error}");
-            return ExitCode::FAILURE;
-        }
+        Err(error) => return fail(1, &error),
     };
-    match ingress::run(config, listeners, ingress::shutdown_signal()).await {
+    match ingress::run(config, listeners, servicekit::shutdown::signal()).await {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            tracing::error!("{error}");
-            ExitCode::FAILURE
-        }
+        Err(error) => fail(1, &error),
     }
+}
+
+/// Logs (and prints, in case logging is not up yet) `error`; exit 2 is a configuration
+/// problem, 1 a failure while starting or running.
+fn fail(code: u8, error: &dyn std::error::Error) -> ExitCode {
+    tracing::error!("{error}");
+    eprintln!("ingress: {error}");
+    ExitCode::from(code)
 }

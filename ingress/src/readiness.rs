@@ -20,9 +20,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use eventbus::client::{self, ReaderOptions};
 use eventbus::context::BusContext;
-use eventbus::{BusMetrics, KafkaConfig, RegistryClient, SchemaRef};
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use eventbus::kafka::{BaseConsumer, Consumer, RDKafkaErrorCode};
+use eventbus::{BusError, BusMetrics, KafkaSettings, RegistryClient, SchemaRef};
 use serde::Serialize;
 use tokio::sync::watch;
 use tonic_health::ServingStatus;
@@ -72,7 +73,7 @@ pub const SERVICES: [&str; 2] = [
 
 /// Runs the checks; see the module docs.
 pub struct Prober {
-    client: Arc<BaseConsumer<BusContext>>,
+    client: Arc<BaseConsumer>,
     registry: RegistryClient,
     schemas: Vec<SchemaRef>,
     topics: Vec<String>,
@@ -85,21 +86,20 @@ pub struct Prober {
 impl Prober {
     /// A prober and the receiver of its reports.
     pub fn new(
-        kafka: &KafkaConfig,
+        kafka: &KafkaSettings,
         registry: RegistryClient,
         topics: &TopicsConfig,
         replay: watch::Receiver<bool>,
         health: HealthReporter,
         config: ReadinessConfig,
-    ) -> Result<(Self, watch::Receiver<ReadyReport>), rdkafka::error::KafkaError> {
-        let mut client = kafka.client_config();
-        client.set("statistics.interval.ms", "0");
+    ) -> Result<(Self, watch::Receiver<ReadyReport>), BusError> {
+        // Only metadata requests: a reader that is never assigned anything.
         let context = BusContext::new(
             format!("{}/readiness", kafka.client_id),
             None,
             BusMetrics::default(),
         );
-        let client: BaseConsumer<BusContext> = client.create_with_context(context)?;
+        let client = client::reader(kafka, &ReaderOptions::default(), context)?;
         let schemas = vec![
             SchemaRef::of_on_topic::<schemas::OrderCreated>(&topics.order_created),
             SchemaRef::of_on_topic::<schemas::OrderUpdated>(&topics.order_updated),
@@ -204,10 +204,7 @@ impl Prober {
                     .find(|t| t.name() == topic)
                     .ok_or_else(|| format!("topic {topic} is not in the metadata"))?;
                 if let Some(error) = found.error() {
-                    return Err(format!(
-                        "topic {topic}: {}",
-                        rdkafka::error::RDKafkaErrorCode::from(error)
-                    ));
+                    return Err(format!("topic {topic}: {}", RDKafkaErrorCode::from(error)));
                 }
                 if found.partitions().is_empty() {
                     return Err(format!("topic {topic} has no partitions"));

@@ -7,11 +7,20 @@
 //! serves orders while the pipeline is down; the reads then fail fast with
 //! [`ViewsError::Unavailable`], which the APIs answer honestly with 503 / UNAVAILABLE
 //! rather than a guess or a hang.
+//!
+//! When the views API has TLS and API keys (the pipeline's `[server.security]`), set
+//! `views.endpoint` to its `https://` URL, `views.ca_cert` to the CA of its certificate
+//! and `views.api_key` to the key to send.
 
 use std::time::Duration;
 
+use std::path::PathBuf;
+
+use servicekit::auth::ClientKey;
 use tonic::Code;
-use tonic::transport::{Channel, Endpoint};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use uuid::Uuid;
 
 use crate::config::ViewsConfig;
@@ -27,6 +36,36 @@ pub enum ViewsError {
     /// The pipeline answered something unusable (a bug on one side).
     #[error("views answered badly: {0}")]
     BadAnswer(String),
+}
+
+/// Why the client could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ViewsSetupError {
+    /// The endpoint URL or the TLS settings are unusable.
+    #[error("views.endpoint: {0}")]
+    Endpoint(#[from] tonic::transport::Error),
+    /// The CA file could not be read.
+    #[error("views.ca_cert {}: {source}", path.display())]
+    CaCert {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Adds the configured API key, if any, to every call.
+#[derive(Debug, Clone)]
+pub struct ViewsAuth(Option<ClientKey>);
+
+impl Interceptor for ViewsAuth {
+    fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        match &mut self.0 {
+            Some(key) => key.call(request),
+            None => Ok(request),
+        }
+    }
 }
 
 /// An order as the pipeline's view has it, and the epoch the answer reflects.
@@ -60,19 +99,27 @@ pub fn status_name(status: OrderStatus) -> &'static str {
 /// A client of the ViewService. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct ViewsClient {
-    client: ViewServiceClient<Channel>,
+    client: ViewServiceClient<InterceptedService<Channel, ViewsAuth>>,
     timeout: Duration,
 }
 
 impl ViewsClient {
-    /// A lazily connecting client; fails only on an unusable endpoint URL.
-    pub fn new(config: &ViewsConfig) -> Result<Self, tonic::transport::Error> {
-        let channel = Endpoint::from_shared(config.endpoint.clone())?
+    /// A lazily connecting client; fails only on an unusable endpoint URL or CA file.
+    pub fn new(config: &ViewsConfig) -> Result<Self, ViewsSetupError> {
+        let mut endpoint = Endpoint::from_shared(config.endpoint.clone())?
             .connect_timeout(config.connect_timeout)
-            .timeout(config.timeout)
-            .connect_lazy();
+            .timeout(config.timeout);
+        if let Some(path) = &config.ca_cert {
+            let pem = std::fs::read(path).map_err(|source| ViewsSetupError::CaCert {
+                path: path.clone(),
+                source,
+            })?;
+            endpoint = endpoint
+                .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))?;
+        }
+        let channel = endpoint.connect_lazy();
         Ok(ViewsClient {
-            client: ViewServiceClient::new(channel),
+            client: ViewServiceClient::with_interceptor(channel, ViewsAuth(config.api_key.clone())),
             timeout: config.timeout,
         })
     }

@@ -9,10 +9,10 @@
 //! |---|---|---|
 //! | defaults | `Default` impls below (`#[serde(default)]`, a file may set any subset) | HTTP on 127.0.0.1:8085 |
 //! | file | `--config PATH` or `PAYMENT_CONFIG=PATH` (TOML) | `payment.toml` |
-//! | project env | `KAFKA_BOOTSTRAP`, `REGISTRY_URL` (what the Makefile and tests export) | |
+//! | project env | `KAFKA_BOOTSTRAP`, `KAFKA_CLIENT_CONFIG`, `REGISTRY_URL` (what the Makefile and tests export) | |
 //! | service env | `PAYMENT__<SECTION>__<KEY>`, nested with `__` | `PAYMENT__TRANSACTION__COMMIT_INTERVAL=50ms` |
 //!
-//! Later layers win. Unknown keys are errors (`deny_unknown_fields`), so a typo fails at
+//! The loader is `servicekit::config`, shared by the three services. Later layers win. Unknown keys are errors (`deny_unknown_fields`), so a typo fails at
 //! start-up instead of silently keeping a default. Durations are integer milliseconds or
 //! strings with a unit (`"250ms"`, `"5s"`, `"1m"`), as everywhere in the project.
 //!
@@ -37,10 +37,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use eventbus::config::duration_serde;
-use eventbus::{Jitter, KafkaConfig, RegistryConfig, RetryPolicy};
+use eventbus::{Jitter, KafkaSettings, RegistryConfig, RetryPolicy};
 use figment::Figment;
-use figment::providers::{Env, Format, Serialized, Toml};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use servicekit::config::Loader;
+pub use servicekit::telemetry::{LogFormat, TelemetryConfig};
 
 use crate::error::PaymentError;
 use crate::gateway::SimulatedGatewayConfig;
@@ -49,9 +50,15 @@ use crate::gateway::SimulatedGatewayConfig;
 pub const ENV_PREFIX: &str = "PAYMENT__";
 /// The environment variable naming a config file (same as `--config`).
 pub const CONFIG_FILE_ENV: &str = "PAYMENT_CONFIG";
+/// The service's name in logs (`service` in JSON lines) and Kafka's `client.id`.
+pub const SERVICE_NAME: &str = "payment-service";
 
 /// Everything the Payment Service can be configured with.
-#[derive(Clone, Debug, Deserialize)]
+///
+/// The eventbus sections and the gateway are `skip_serializing` (they hold secrets or are
+/// not serializable): their defaults are serde's, plus the service's own in
+/// [`Config::figment`].
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// This replica's stable id (see the module docs); `0` for a single instance.
@@ -61,8 +68,10 @@ pub struct Config {
     /// Health, readiness and metrics.
     pub http: HttpConfig,
     /// The Kafka cluster (eventbus).
-    pub kafka: KafkaConfig,
+    #[serde(skip_serializing)]
+    pub kafka: KafkaSettings,
     /// The schema registry (eventbus).
+    #[serde(skip_serializing)]
     pub registry: RegistryConfig,
     /// Topic names.
     pub topics: TopicsConfig,
@@ -73,6 +82,7 @@ pub struct Config {
     /// Settling one order: concurrency and retries.
     pub settle: SettleConfig,
     /// The simulated payment gateway (used unless a program passes its own gateway).
+    #[serde(skip_serializing)]
     pub gateway: SimulatedGatewayConfig,
     /// Logs.
     pub telemetry: TelemetryConfig,
@@ -84,9 +94,9 @@ impl Default for Config {
             instance_id: "0".to_owned(),
             source: "/payment-service".to_owned(),
             http: HttpConfig::default(),
-            kafka: KafkaConfig {
-                client_id: "payment-service".to_owned(),
-                ..KafkaConfig::default()
+            kafka: KafkaSettings {
+                client_id: SERVICE_NAME.to_owned(),
+                ..KafkaSettings::default()
             },
             registry: RegistryConfig::default(),
             topics: TopicsConfig::default(),
@@ -100,7 +110,7 @@ impl Default for Config {
 }
 
 impl Config {
-    /// The defaults and the environment only (no file).
+    /// The defaults and the environment only (no file unless `PAYMENT_CONFIG` names one).
     pub fn from_env() -> Result<Config, PaymentError> {
         Self::extract(Config::figment(None))
     }
@@ -108,15 +118,12 @@ impl Config {
     /// Loads defaults, then `file` (if any, else the file named by `PAYMENT_CONFIG`),
     /// then the environment, and validates the result.
     pub fn load(file: Option<&Path>) -> Result<Config, PaymentError> {
-        let env_file = std::env::var_os(CONFIG_FILE_ENV).map(std::path::PathBuf::from);
-        let file = file.map(Path::to_path_buf).or(env_file);
-        Self::extract(Config::figment(file.as_deref()))
+        Self::extract(Config::figment(file))
     }
 
     /// Extracts and validates a configuration from `figment`.
     pub fn extract(figment: Figment) -> Result<Config, PaymentError> {
-        let config: Config = figment
-            .extract()
+        let config: Config = servicekit::config::extract(&figment)
             .map_err(|e| PaymentError::Config(e.to_string()))?;
         config.validate()?;
         Ok(config)
@@ -125,27 +132,11 @@ impl Config {
     /// The figment with every layer, for callers that add their own (tests).
     pub fn figment(file: Option<&Path>) -> Figment {
         // The eventbus default client id is `eventbus`; broker logs and quotas should
-        // name this service. (Config::default says the same; this layer is for callers
-        // that start from an empty figment.)
-        let mut figment =
-            Figment::new().merge(Serialized::default("kafka.client_id", "payment-service"));
-        if let Some(file) = file {
-            // `file_exact`: a file that was asked for but is missing is an error.
-            figment = figment.merge(Toml::file_exact(file));
-        }
-        figment
-            .merge(
-                Env::raw()
-                    .only(&["KAFKA_BOOTSTRAP", "REGISTRY_URL"])
-                    .map(|key| {
-                        if key == "KAFKA_BOOTSTRAP" {
-                            "kafka.bootstrap".into()
-                        } else {
-                            "registry.url".into()
-                        }
-                    }),
-            )
-            .merge(Env::prefixed(ENV_PREFIX).split("__"))
+        // name this service, also when a file sets only part of `[kafka]`.
+        Loader::new(ENV_PREFIX)
+            .file(file)
+            .default_value("kafka.client_id", SERVICE_NAME)
+            .figment::<Config>()
     }
 
     /// Checks the values that serde cannot.
@@ -184,7 +175,7 @@ impl Config {
 }
 
 /// Health, readiness and metrics over HTTP.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
     /// Address to listen on (when `main` binds; tests pass their own listener).
@@ -200,7 +191,7 @@ impl Default for HttpConfig {
 }
 
 /// Topic names, before the prefix. The registry subjects follow as `<topic>-value`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TopicsConfig {
     /// Put in front of every topic, the group and the transactional id (module docs).
@@ -254,7 +245,7 @@ impl TopicsConfig {
 }
 
 /// The input consumer.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ConsumerSettings {
     /// `group.id` before the prefix: `payment-service` (DESIGN.md).
@@ -291,7 +282,7 @@ impl Default for ConsumerSettings {
 }
 
 /// Batches and transactions. See the crate docs for why 100 ms / 500 records.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TransactionConfig {
     /// The longest a record waits in a batch before the batch is settled and committed,
@@ -324,7 +315,7 @@ impl Default for TransactionConfig {
 }
 
 /// What happens to an order whose gateway calls failed transiently on every attempt.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum OnRetriesExhausted {
     /// Dead-letter the order (`retries-exhausted`), in the batch's transaction, for an
@@ -338,7 +329,7 @@ pub enum OnRetriesExhausted {
 }
 
 /// Settling orders: concurrency and retries of the gateway.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SettleConfig {
     /// Gateway calls in flight at once within a batch.
@@ -362,25 +353,6 @@ impl Default for SettleConfig {
                 jitter: Jitter::Full,
             },
             on_retries_exhausted: OnRetriesExhausted::DeadLetter,
-        }
-    }
-}
-
-/// Logs.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TelemetryConfig {
-    /// JSON lines instead of human-readable text.
-    pub json: bool,
-    /// The default `tracing` filter when `RUST_LOG` is not set.
-    pub filter: String,
-}
-
-impl Default for TelemetryConfig {
-    fn default() -> Self {
-        TelemetryConfig {
-            json: false,
-            filter: "info,librdkafka=warn".to_owned(),
         }
     }
 }
@@ -410,6 +382,8 @@ mod tests {
     #[test]
     fn layers_file_then_env() {
         figment::Jail::expect_with(|jail| {
+            // Hermetic: `make test` exports KAFKA_BOOTSTRAP, KAFKA_CLIENT_CONFIG, REGISTRY_URL.
+            jail.clear_env();
             jail.create_file(
                 "payment.toml",
                 r#"
@@ -451,6 +425,8 @@ on_retries_exhausted = "fail"
     #[test]
     fn the_example_file_is_valid_and_says_the_defaults() {
         figment::Jail::expect_with(|jail| {
+            // Hermetic: `make test` exports KAFKA_BOOTSTRAP, KAFKA_CLIENT_CONFIG, REGISTRY_URL.
+            jail.clear_env();
             jail.create_file("example.toml", include_str!("../payment.example.toml"))?;
             let c = Config::extract(Config::figment(Some(Path::new("example.toml")))).unwrap();
             let d = Config::default();
@@ -477,6 +453,8 @@ on_retries_exhausted = "fail"
     #[test]
     fn lists_and_durations_from_env() {
         figment::Jail::expect_with(|jail| {
+            // Hermetic: `make test` exports KAFKA_BOOTSTRAP, KAFKA_CLIENT_CONFIG, REGISTRY_URL.
+            jail.clear_env();
             jail.set_env(
                 "PAYMENT__GATEWAY__DECLINED_CUSTOMERS",
                 "[customer-13,customer-42]",
@@ -497,8 +475,32 @@ on_retries_exhausted = "fail"
     }
 
     #[test]
+    fn telemetry_and_partial_kafka_sections() {
+        figment::Jail::expect_with(|jail| {
+            // Hermetic: `make test` exports KAFKA_BOOTSTRAP, KAFKA_CLIENT_CONFIG, REGISTRY_URL.
+            jail.clear_env();
+            jail.create_file("p.toml", "[kafka]\nbootstrap = \"k9:9092\"\n")?;
+            jail.set_env("PAYMENT__TELEMETRY__FORMAT", "json");
+            let c = Config::extract(Config::figment(Some(Path::new("p.toml")))).unwrap();
+            assert_eq!(c.telemetry.format, LogFormat::Json);
+            assert_eq!(c.kafka.bootstrap, "k9:9092");
+            assert_eq!(
+                c.kafka.client_id, SERVICE_NAME,
+                "kept under a partial [kafka]"
+            );
+            // The old `json = true` is gone; the error names the key.
+            jail.create_file("old.toml", "[telemetry]\njson = true\n")?;
+            let e = Config::extract(Config::figment(Some(Path::new("old.toml")))).unwrap_err();
+            assert!(e.to_string().contains("telemetry.json"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn typos_and_bad_values_fail() {
         figment::Jail::expect_with(|jail| {
+            // Hermetic: `make test` exports KAFKA_BOOTSTRAP, KAFKA_CLIENT_CONFIG, REGISTRY_URL.
+            jail.clear_env();
             jail.create_file("a.toml", "[transaction]\ncommit_intervall = 5\n")?;
             let e = Config::extract(Config::figment(Some(Path::new("a.toml")))).unwrap_err();
             assert!(e.to_string().contains("commit_intervall"), "{e}");

@@ -7,8 +7,8 @@
 //! `payment.failed`, transient failures are retried, and a transaction that failed in
 //! an abortable way is aborted and re-run.
 
-use eventbus::BusError;
-use rdkafka::error::KafkaError;
+use eventbus::kafka::KafkaError;
+use eventbus::{BusError, TxnError};
 
 /// Why the Payment Service stopped (or could not start).
 #[derive(Debug, thiserror::Error)]
@@ -40,8 +40,20 @@ pub enum PaymentError {
     /// Another producer with the same `transactional.id` (or another consumer with the
     /// same `group.instance.id`) took over: this instance is a zombie and must stop.
     /// The newer instance owns the partitions; nothing was or will be committed twice.
-    #[error("fenced: {0}; a newer instance with the same instance id has taken over")]
-    Fenced(String),
+    #[error("{client} fenced: {source}; a newer instance with the same instance id has taken over")]
+    Fenced {
+        /// Which client was fenced: `transactional producer` or `consumer`.
+        client: &'static str,
+        /// The client's error.
+        #[source]
+        source: KafkaError,
+    },
+
+    /// The transactional producer cannot go on (a fatal error, or an abort that itself
+    /// failed); a restart's `init_transactions` cleans up. (An abortable failure never
+    /// gets here: the batch is rewound and retried.)
+    #[error(transparent)]
+    Transaction(TxnError),
 
     /// The HTTP listener failed.
     #[error("http server: {0}")]
@@ -50,6 +62,18 @@ pub enum PaymentError {
     /// A task of the service panicked or was cancelled.
     #[error("task: {0}")]
     Task(String),
+}
+
+impl From<TxnError> for PaymentError {
+    fn from(e: TxnError) -> Self {
+        match e {
+            TxnError::Fenced(source) => PaymentError::Fenced {
+                client: "transactional producer",
+                source,
+            },
+            other => PaymentError::Transaction(other),
+        }
+    }
 }
 
 impl PaymentError {

@@ -72,8 +72,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use eventbus::client::{self, ReaderOptions};
+use eventbus::context::BusContext;
+use eventbus::kafka::{KafkaError, RDKafkaErrorCode};
+use eventbus::{BusError, Fault};
 use futures::FutureExt;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use tokio::net::TcpListener;
 
 pub mod config;
@@ -170,7 +173,7 @@ async fn start<G: PaymentGateway>(
     health: Arc<Health>,
 ) -> Result<(Processor<G>, tokio::task::JoinHandle<()>), PaymentError> {
     let topics = config.topics.resolve();
-    check_topics(config, &topics).await?;
+    check_topics(config, &topics, &metrics).await?;
     let registry = eventbus::RegistryClient::new(&config.registry)?;
     let encoder = OutcomeEncoder::new(
         registry.clone(),
@@ -215,26 +218,38 @@ async fn start<G: PaymentGateway>(
 
 /// Fails with [`PaymentError::Setup`] unless the four topics exist and the payment
 /// topics have as many partitions as the input (co-partitioning).
-async fn check_topics(config: &Config, topics: &Topics) -> Result<(), PaymentError> {
-    let mut client = config.kafka.client_config();
-    client.set("statistics.interval.ms", "0");
+async fn check_topics(
+    config: &Config,
+    topics: &Topics,
+    metrics: &PaymentMetrics,
+) -> Result<(), PaymentError> {
+    let kafka = config.kafka.clone();
+    let context = BusContext::new(
+        format!("{}/topic-check", kafka.client_id),
+        None,
+        metrics.bus.clone(),
+    );
     let topics = topics.clone();
     tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = client
-            .create()
-            .map_err(|e| PaymentError::kafka("create metadata client", e))?;
-        let count = |topic: &str| -> Result<usize, PaymentError> {
-            let metadata = consumer
-                .fetch_metadata(Some(topic), Duration::from_secs(10))
-                .map_err(|e| PaymentError::kafka(format!("metadata of {topic}"), e))?;
-            match metadata.topics().iter().find(|t| t.name() == topic) {
-                Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
-                    Ok(t.partitions().len())
-                }
-                _ => Err(PaymentError::Setup(format!(
+        // A reader is eventbus's client for metadata; it never joins its group.
+        let client = client::reader(&kafka, &ReaderOptions::default(), context)?;
+        let count = |topic: &str| -> Result<i32, PaymentError> {
+            client::partition_count(&client, topic, Duration::from_secs(10)).map_err(|e| match e {
+                BusError::MissingTopic(_)
+                | BusError::Kafka {
+                    error:
+                        KafkaError::MetadataFetch(
+                            RDKafkaErrorCode::UnknownTopicOrPartition
+                            | RDKafkaErrorCode::UnknownTopic,
+                        ),
+                    ..
+                } => PaymentError::Setup(format!(
                     "topic {topic} does not exist (automatic topic creation is off); create it with `make up` / `busctl topics apply`"
-                ))),
-            }
+                )),
+                // Access denied, a refused configuration: an operator must act.
+                e if e.fault() == Fault::Setup => PaymentError::Setup(format!("topic {topic}: {e}")),
+                e => PaymentError::Bus(e),
+            })
         };
         let input = count(&topics.order_created)?;
         for output in [&topics.payment_completed, &topics.payment_failed] {

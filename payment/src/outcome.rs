@@ -27,9 +27,8 @@
 use eventbus::codec::{frame, validate_and_encode};
 use eventbus::dlq::DeadLetter;
 use eventbus::headers::{CloudEventAttributes, HeaderList, TRACEPARENT, TraceParent, now_ms};
+use eventbus::kafka::{Message, OwnedMessage};
 use eventbus::{BusError, ErrorClass, RegistryClient, SchemaRef};
-use rdkafka::Message;
-use rdkafka::message::OwnedMessage;
 use schemas::validation::MAX_PAYMENT_REASON_CHARS;
 use schemas::{Event, OrderCreated, PaymentCompleted, PaymentFailed};
 use uuid::Uuid;

@@ -70,16 +70,16 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use eventbus::client::{self, Commits, GroupOptions, Tuning};
 use eventbus::codec::{DecodeFailure, decode};
 use eventbus::context::{AssignmentChange, BusContext};
 use eventbus::headers::now_ms;
-use eventbus::{ErrorClass, Jitter, KafkaConfig, RegistryClient, RetryPolicy};
+use eventbus::kafka::{
+    Consumer, KafkaError, Message, Offset, OwnedMessage, RDKafkaErrorCode, StreamConsumer,
+    TopicPartitionList,
+};
+use eventbus::{ErrorClass, Jitter, KafkaSettings, RegistryClient, RetryPolicy, TxnError};
 use futures::StreamExt;
-use rdkafka::Message;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::OwnedMessage;
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use schemas::OrderCreated;
 use uuid::Uuid;
 
@@ -91,70 +91,75 @@ use crate::outcome::{OutRecord, OutcomeEncoder, next_hop};
 use crate::server::Health;
 use crate::settle::{Settlement, settle};
 use crate::settled::{self, SettledIndex};
-use crate::transaction::{TxnError, TxnProducer};
+use crate::transaction::TxnProducer;
 
 /// The group consumer of order.created.
-pub type OrderConsumer = StreamConsumer<BusContext>;
+pub type OrderConsumer = StreamConsumer;
 
-/// Creates the input consumer (not subscribed).
+/// Creates the input consumer (not subscribed): a read_committed member of the
+/// service's group with explicit commits (eventbus's
+/// [`client::group_consumer`]).
 ///
-/// Settings that differ from librdkafka's defaults, and why:
-/// - `enable.auto.commit=false`: offsets are committed only by the batch's transaction;
-///   a background commit would commit records whose outcomes are not written yet;
-/// - `enable.auto.offset.store=false`: nothing is ever committed from the consumer, so
-///   nothing should be stored either;
+/// What eventbus sets for it, and why payment needs it:
+/// - `enable.auto.commit=false` ([`Commits::Explicit`]): offsets are committed only by
+///   the batch's transaction; a background commit would commit records whose outcomes
+///   are not written yet; `enable.auto.offset.store=false`: nothing is ever committed
+///   from the consumer, so nothing should be stored either;
 /// - `isolation.level=read_committed`: an order from an aborted transaction (a
 ///   transactional producer upstream, a redrive tool) never happened and must not be
 ///   charged; it also makes librdkafka fetch committed offsets with `require_stable`,
 ///   which [`crate::settled`] relies on;
-/// - `auto.offset.reset=earliest`: a group without committed offsets (the first start)
-///   must settle the orders that are already there, not skip them;
 /// - `group.instance.id` (static membership, on by default): a restarted instance gets
-///   its partitions back without a rebalance;
-/// - `session.timeout.ms` (10 s, default 45 s): a dead instance's partitions move on
-///   sooner; `max.poll.interval.ms` stays 5 minutes, far above a batch's duration;
-/// - `statistics.interval.ms=0`: librdkafka's lag statistics do not see offsets
-///   committed through a producer transaction; the service computes the lag itself.
+///   its partitions back without a rebalance.
+///
+/// Payment's own non-default settings are in [`consumer_tuning`].
 pub fn create_consumer(
     config: &Config,
     metrics: &PaymentMetrics,
 ) -> Result<OrderConsumer, PaymentError> {
     let kafka = &config.kafka;
-    let settings: &ConsumerSettings = &config.consumer;
     let group = config.group_id();
-    let mut client = kafka.client_config();
-    client
-        .set(
-            "session.timeout.ms",
-            settings.session_timeout.as_millis().to_string(),
-        )
-        .set(
-            "max.poll.interval.ms",
-            settings.max_poll_interval.as_millis().to_string(),
-        )
-        .set("auto.offset.reset", "earliest")
-        .set("statistics.interval.ms", "0");
-    // `extra` wins over the tunables above (the eventbus convention) ...
-    for (key, value) in &kafka.extra {
-        client.set(key, value);
-    }
-    // ... but not over what exactly-once rests on.
-    client
-        .set("group.id", &group)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("isolation.level", "read_committed");
-    if settings.static_membership {
-        client.set("group.instance.id", config.transactional_id());
-    }
+    let options = GroupOptions {
+        group_id: group.clone(),
+        instance_id: config
+            .consumer
+            .static_membership
+            .then(|| config.transactional_id()),
+        read_committed: true,
+        commit: Commits::Explicit,
+        tuning: consumer_tuning(&config.consumer),
+    };
+    // No group for the context: it would set the lag gauge from librdkafka's
+    // statistics, which are off (see consumer_tuning); [`lag_loop`] sets it instead.
     let context = BusContext::new(
         format!("{}/{group}", kafka.client_id),
-        Some(group.clone()),
+        None,
         metrics.bus.clone(),
     );
-    client
-        .create_with_context(context)
-        .map_err(|e| PaymentError::kafka("create consumer", e))
+    Ok(client::group_consumer(kafka, &options, context)?)
+}
+
+/// The input consumer's settings that differ from librdkafka's defaults, and why.
+pub fn consumer_tuning(settings: &ConsumerSettings) -> Tuning {
+    client::tuning([
+        // 10 s (default 45 s): a dead instance's partitions move on sooner.
+        (
+            "session.timeout.ms",
+            settings.session_timeout.as_millis().to_string(),
+        ),
+        // 5 minutes (librdkafka's default, configurable): far above a batch's duration.
+        (
+            "max.poll.interval.ms",
+            settings.max_poll_interval.as_millis().to_string(),
+        ),
+        // A group without committed offsets (the first start) must settle the orders
+        // that are already there, not skip them.
+        ("auto.offset.reset", "earliest".to_owned()),
+        // librdkafka's lag statistics do not see offsets committed through a producer
+        // transaction (its lag would only grow); the service computes the lag itself
+        // ([`lag_loop`]), so statistics would feed nothing.
+        ("statistics.interval.ms", "0".to_owned()),
+    ])
 }
 
 /// Records polled since the last commit, and where each partition's part begins.
@@ -232,7 +237,7 @@ pub struct Processor<G: PaymentGateway> {
     encoder: OutcomeEncoder,
     registry: RegistryClient,
     gateway: Arc<G>,
-    kafka: KafkaConfig,
+    kafka: KafkaSettings,
     topics: Topics,
     transaction: TransactionConfig,
     settle: SettleConfig,
@@ -456,7 +461,10 @@ impl<G: PaymentGateway> Processor<G> {
         match &e {
             KafkaError::MessageConsumptionFatal(code) => {
                 if *code == RDKafkaErrorCode::FencedInstanceId {
-                    Err(PaymentError::Fenced(format!("consumer: {e}")))
+                    Err(PaymentError::Fenced {
+                        client: "consumer",
+                        source: e,
+                    })
                 } else {
                     Err(PaymentError::kafka("consume", e))
                 }
@@ -498,7 +506,15 @@ impl<G: PaymentGateway> Processor<G> {
                 self.topics.payment_completed.clone(),
                 self.topics.payment_failed.clone(),
             ];
-            match settled::load(&self.kafka, &topics, &missing, self.settled_load_timeout).await {
+            let loaded = settled::load(
+                &self.kafka,
+                &topics,
+                &missing,
+                self.settled_load_timeout,
+                &self.metrics.bus,
+            )
+            .await;
+            match loaded {
                 Ok(loaded) => {
                     for (p, ids) in loaded {
                         tracing::info!(partition = p, settled = ids.len(), "settled orders loaded");
@@ -718,7 +734,7 @@ impl<G: PaymentGateway> Processor<G> {
                 );
                 Ok(Ending::Committed)
             }
-            Err(TxnError::Aborted(e)) => {
+            Err(TxnError::Abortable(e)) => {
                 self.metrics
                     .transactions
                     .with_label_values(&["aborted"])
@@ -835,7 +851,7 @@ pub async fn lag_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rdkafka::Timestamp;
+    use eventbus::kafka::Timestamp;
 
     fn record(p: i32, offset: i64) -> OwnedMessage {
         OwnedMessage::new(

@@ -49,20 +49,19 @@
 //! record read per settled order, bounded by the topics' retention (7 days by default).
 //! Duplicates older than the retention are not recognised; if that matters, raise the
 //! retention of the payment topics or keep a compacted per-order index. Reading happens
-//! on blocking threads with a consumer per topic (assigned, never joining a group,
-//! nothing committed); each load costs about 100-200 ms of client set-up on top of
-//! the reading, once per assignment.
+//! on blocking threads with an eventbus reader per topic ([`client::reader`]: assigned,
+//! never joining a group, nothing committed); each load costs about 100-200 ms of
+//! client set-up on top of the reading, once per assignment.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use eventbus::KafkaConfig;
-use rdkafka::Message;
-use rdkafka::client::ClientContext;
-use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
-use rdkafka::error::KafkaError;
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use eventbus::client::{self, ReaderOptions};
+use eventbus::context::BusContext;
+use eventbus::kafka::{
+    Consumer, KafkaError, Message, Offset, RDKafkaErrorCode, TopicPartitionList,
+};
+use eventbus::{BusMetrics, KafkaSettings};
 use uuid::Uuid;
 
 use crate::error::PaymentError;
@@ -117,14 +116,17 @@ impl SettledIndex {
 
 /// Reads partitions `partitions` of every topic in `topics` (`read_committed`, to the
 /// end) and returns the order ids found in the keys, by partition. Each topic gets its
-/// own reader, and the readers run in parallel.
+/// own reader, and the readers run in parallel. `metrics` are the service's (the
+/// readers' client context reports to them).
 pub async fn load(
-    kafka: &KafkaConfig,
+    kafka: &KafkaSettings,
     topics: &[String],
     partitions: &[i32],
     timeout: Duration,
+    metrics: &BusMetrics,
 ) -> Result<HashMap<i32, HashSet<Uuid>>, PaymentError> {
     let kafka = kafka.clone();
+    let metrics = metrics.clone();
     let topics = topics.to_vec();
     let partitions = partitions.to_vec();
     tokio::task::spawn_blocking(move || {
@@ -137,7 +139,8 @@ pub async fn load(
                     .iter()
                     .map(|topic| {
                         let (kafka, partitions) = (&kafka, &partitions);
-                        scope.spawn(move || read_keys(kafka, topic, partitions, deadline))
+                        let metrics = metrics.clone();
+                        scope.spawn(move || read_keys(kafka, topic, partitions, deadline, metrics))
                     })
                     .collect();
                 handles
@@ -164,30 +167,29 @@ pub async fn load(
 
 /// Reads `topic`'s `partitions` to their end.
 fn read_keys(
-    kafka: &KafkaConfig,
+    kafka: &KafkaSettings,
     topic: &str,
     partitions: &[i32],
     deadline: Instant,
+    metrics: BusMetrics,
 ) -> Result<HashMap<i32, HashSet<Uuid>>, PaymentError> {
     let mut found: HashMap<i32, HashSet<Uuid>> = HashMap::new();
-    let mut config = kafka.client_config();
-    config
-        // librdkafka's assign() needs a group handle, so the reader names a group of
-        // its own; it never joins it (assign, not subscribe) and never commits.
-        .set("group.id", format!("{}-settled-index", kafka.client_id))
-        .set("enable.auto.commit", "false")
+    let options = ReaderOptions {
+        // Only outcomes of committed transactions settle an order.
+        read_committed: true,
         // The end of a partition is where reading stops; with read_committed it is
         // signalled at the last stable offset, past aborted records and markers.
-        .set("enable.partition.eof", "true")
-        // Only outcomes of committed transactions settle an order.
-        .set("isolation.level", "read_committed")
-        .set("statistics.interval.ms", "0");
-    let context = ReaderContext {
-        name: format!("{}/settled-index", kafka.client_id),
+        partition_eof: true,
+        // librdkafka's assign() needs a group handle; the reader never joins it and
+        // never commits. It keeps the service's `payment-service` prefix, which is what
+        // the ACLs grant the service's principal.
+        group_id: Some(format!("{}-settled-index", kafka.client_id)),
+        ..ReaderOptions::default()
     };
-    let consumer: BaseConsumer<ReaderContext> = config
-        .create_with_context(context)
-        .map_err(|e| PaymentError::kafka("create settled-index reader", e))?;
+    // The end-of-partition events this reader asks for are not errors to the shared
+    // context either (it logs them at DEBUG).
+    let context = BusContext::new(format!("{}/settled-index", kafka.client_id), None, metrics);
+    let consumer = client::reader(kafka, &options, context)?;
     let request = Duration::from_secs(10);
     let mut open: HashMap<i32, i64> = HashMap::new();
     let mut tpl = TopicPartitionList::new();
@@ -216,9 +218,7 @@ fn read_keys(
                     "loading settled orders from {topic} partitions {:?}",
                     open.keys().collect::<Vec<_>>()
                 ),
-                source: KafkaError::MessageConsumption(
-                    rdkafka::error::RDKafkaErrorCode::OperationTimedOut,
-                ),
+                source: KafkaError::MessageConsumption(RDKafkaErrorCode::OperationTimedOut),
             });
         }
         match consumer.poll(left.min(Duration::from_millis(500))) {
@@ -248,47 +248,6 @@ fn read_keys(
     tracing::debug!(topic, read, "settled orders read");
     Ok(found)
 }
-
-/// The reader's client context: librdkafka logs go to `tracing` like everywhere else,
-/// but the end-of-partition events that this reader asks for, and which librdkafka
-/// also reports as "global errors", are not logged as errors (eventbus's context
-/// would log them at ERROR).
-struct ReaderContext {
-    name: String,
-}
-
-impl ClientContext for ReaderContext {
-    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
-        let client = self.name.as_str();
-        match level {
-            RDKafkaLogLevel::Emerg
-            | RDKafkaLogLevel::Alert
-            | RDKafkaLogLevel::Critical
-            | RDKafkaLogLevel::Error
-            | RDKafkaLogLevel::Warning => {
-                tracing::warn!(target: "librdkafka", client, facility = fac, "{log_message}")
-            }
-            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
-                tracing::info!(target: "librdkafka", client, facility = fac, "{log_message}")
-            }
-            RDKafkaLogLevel::Debug => {
-                tracing::debug!(target: "librdkafka", client, facility = fac, "{log_message}")
-            }
-        }
-    }
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        if matches!(
-            error.rdkafka_error_code(),
-            Some(rdkafka::error::RDKafkaErrorCode::PartitionEOF)
-        ) {
-            return;
-        }
-        tracing::warn!(target: "librdkafka", client = %self.name, "{error}: {reason}");
-    }
-}
-
-impl ConsumerContext for ReaderContext {}
 
 #[cfg(test)]
 mod tests {

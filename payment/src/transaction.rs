@@ -1,24 +1,28 @@
 //! The transactional producer: one batch's outcomes, dead letters and input offsets,
 //! committed atomically.
 //!
-//! [`TxnProducer::commit_batch`] runs, on a blocking thread (every librdkafka
-//! transactional call blocks on the network and must stay off the async workers):
+//! [`TxnProducer`] is payment's thin layer over eventbus's
+//! [`TransactionalProducer`](eventbus::TransactionalProducer): it builds it with
+//! payment's settings, runs its blocking calls on a blocking thread (every librdkafka
+//! transactional call blocks on the network and must stay off the async workers), and
+//! turns an [`OutRecord`] batch into one transaction:
 //!
 //! ```text
 //! begin_transaction
 //! produce every OutRecord (outcomes to their explicit partition, dead letters keyed)
 //! send_offsets_to_transaction(next offsets, consumer group metadata)
-//! commit_transaction            (flushes the records first)
+//! commit                        (waits for the records' delivery reports, then commits)
 //! ```
 //!
-//! and maps every failure onto what the caller must do ([`TxnError`]):
+//! What a failure means is eventbus's to decide ([`TxnError`], see
+//! [`eventbus::transaction`]); what the batch loop does about it:
 //!
-//! | librdkafka says | we do |
+//! | [`TxnError`] | the processor |
 //! |---|---|
-//! | retriable (timeout, coordinator moving) | the same call again, a few times |
-//! | `txn_requires_abort` (a record failed, the group generation changed, the coordinator timed the transaction out) | `abort_transaction`, then [`TxnError::Aborted`]: the caller rewinds the consumer and processes the records again |
-//! | fatal, fenced (`PRODUCER_FENCED`, `INVALID_PRODUCER_EPOCH`, `_FENCED`) | [`TxnError::Fenced`]: a newer instance with our `transactional.id` exists; stop |
-//! | fatal, other | [`TxnError::Fatal`]: stop; a restart's `init_transactions` cleans up |
+//! | — (retriable: timeout, coordinator moving) | nothing: eventbus retries the call a few times |
+//! | [`TxnError::Abortable`] (a record failed, the group generation changed, the coordinator timed the transaction out) | the transaction has been aborted already; rewind the consumer and process the records again |
+//! | [`TxnError::Fenced`] | a newer instance with our `transactional.id` exists: stop ([`PaymentError::Fenced`]) |
+//! | [`TxnError::Fatal`] | stop; a restart's `init_transactions` cleans up |
 //!
 //! Passing the consumer's group metadata (not just the group id) to
 //! `send_offsets_to_transaction` is what makes the offsets part of the group's
@@ -28,118 +32,55 @@
 //!
 //! Settings that differ from librdkafka's defaults, and why:
 //! - `transactional.id=<group>-<instance>`: stable per instance, so a restarted instance
-//!   aborts its predecessor's open transaction and fences it (implies
-//!   `enable.idempotence=true` and `acks=all`);
+//!   aborts its predecessor's open transaction and fences it (eventbus also sets
+//!   `enable.idempotence=true` and `acks=all`, which no configuration can change);
 //! - `transaction.timeout.ms` (10 s, default 60 s): the coordinator aborts a
 //!   transaction open longer. Ours are open only while a batch is produced and
 //!   committed (tens of ms); a short timeout bounds how long a crashed instance that
 //!   does not come back blocks `read_committed` readers (the pipeline) behind its open
-//!   transaction;
-//! - `delivery.timeout.ms` = the transaction timeout: librdkafka requires it to be no
-//!   larger;
-//! - `compression.type=lz4` and `partitioner=murmur2_random`: as every eventbus producer
-//!   (Avro compresses well; keys hash as with the Java client, which matters for the
-//!   keyed dead letters; outcomes carry an explicit partition);
-//! - `statistics.interval.ms=0`: producer statistics feed no metric.
+//!   transaction; `delivery.timeout.ms` is set to the same value by eventbus (librdkafka
+//!   requires it to be no larger);
+//! - `compression.type=lz4` and `partitioner=murmur2_random`: in [`tuning`], as every
+//!   eventbus producer;
+//! - `retry.backoff.ms` is left at librdkafka's default (100 ms): it paces the retries of
+//!   `AddPartitionsToTxn` refused with `CONCURRENT_TRANSACTIONS` while the previous
+//!   transaction's markers are written, i.e. part of the transaction floor described in
+//!   [`crate::processor`]; tuning it is a separate measurement;
+//! - statistics off (eventbus's default for producers): they feed no metric.
 
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use eventbus::KafkaConfig;
-use eventbus::context::BusContext;
-use rdkafka::consumer::ConsumerGroupMetadata;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use rdkafka::topic_partition_list::TopicPartitionList;
+use eventbus::client::{self, TransactionalOptions, Tuning};
+use eventbus::kafka::{BaseRecord, ConsumerGroupMetadata, KafkaError, TopicPartitionList};
+use eventbus::{KafkaSettings, TransactionalProducer, TxnError};
 
 use crate::error::PaymentError;
 use crate::metrics::PaymentMetrics;
 use crate::outcome::OutRecord;
 
-/// How often a retriable transactional call is tried before giving up on it.
-const CALL_ATTEMPTS: u32 = 5;
-
-/// Why a batch was not committed.
-#[derive(Debug, thiserror::Error)]
-pub enum TxnError {
-    /// The transaction was aborted; nothing of it is visible. Rewind and retry.
-    #[error("transaction aborted: {0}")]
-    Aborted(KafkaError),
-    /// A newer instance with the same `transactional.id` fenced this one.
-    #[error("producer fenced: {0}")]
-    Fenced(KafkaError),
-    /// The producer cannot continue.
-    #[error("fatal transaction error: {0}")]
-    Fatal(KafkaError),
-}
-
-impl From<TxnError> for PaymentError {
-    fn from(e: TxnError) -> Self {
-        match e {
-            TxnError::Fenced(e) => PaymentError::Fenced(e.to_string()),
-            TxnError::Aborted(e) | TxnError::Fatal(e) => PaymentError::kafka("transaction", e),
-        }
-    }
-}
-
-/// What to do after a failed call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Next {
-    Retry,
-    Abort,
-    Fenced,
-    Fatal,
-}
-
-fn is_fenced_code(code: RDKafkaErrorCode) -> bool {
-    matches!(
-        code,
-        RDKafkaErrorCode::Fenced
-            | RDKafkaErrorCode::ProducerFenced
-            | RDKafkaErrorCode::InvalidProducerEpoch
-            | RDKafkaErrorCode::TransactionCoordinatorFenced
-    )
-}
-
-fn classify(e: &KafkaError) -> Next {
-    match e {
-        KafkaError::Transaction(err) => {
-            if err.is_fatal() {
-                if is_fenced_code(err.code()) {
-                    Next::Fenced
-                } else {
-                    Next::Fatal
-                }
-            } else if err.txn_requires_abort() {
-                Next::Abort
-            } else if err.is_retriable() {
-                Next::Retry
-            } else if is_fenced_code(err.code()) {
-                Next::Fenced
-            } else {
-                // A state error: the producer and this code disagree about where the
-                // transaction is. Not safe to go on.
-                Next::Fatal
-            }
-        }
-        other => match other.rdkafka_error_code() {
-            Some(code) if is_fenced_code(code) => Next::Fenced,
-            Some(RDKafkaErrorCode::Fatal) => Next::Fatal,
-            _ => Next::Abort,
-        },
-    }
+/// The non-default settings of the transactional producer (the exactly-once ones are
+/// eventbus's and not tunable).
+pub fn tuning() -> Tuning {
+    client::tuning([
+        // Avro compresses well; lz4 is cheap on the CPU. As every eventbus producer.
+        ("compression.type", "lz4".to_owned()),
+        // Keys hash as with the Java client (which matters for the keyed dead letters;
+        // outcomes carry an explicit partition). As every eventbus producer.
+        ("partitioner", "murmur2_random".to_owned()),
+    ])
 }
 
 /// A transactional producer with a stable `transactional.id`.
+#[derive(Clone)]
 pub struct TxnProducer {
-    inner: FutureProducer<BusContext>,
-    transactional_id: String,
-    call_timeout: Duration,
+    inner: Arc<TransactionalProducer>,
 }
 
 impl std::fmt::Debug for TxnProducer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TxnProducer")
-            .field("transactional_id", &self.transactional_id)
+            .field("transactional_id", &self.inner.transactional_id())
             .finish_non_exhaustive()
     }
 }
@@ -147,78 +88,49 @@ impl std::fmt::Debug for TxnProducer {
 impl TxnProducer {
     /// Creates the producer (not initialised; see [`TxnProducer::init`]).
     pub fn new(
-        kafka: &KafkaConfig,
+        kafka: &KafkaSettings,
         transactional_id: &str,
         transaction_timeout: Duration,
         call_timeout: Duration,
         metrics: &PaymentMetrics,
     ) -> Result<Self, PaymentError> {
-        let timeout_ms = transaction_timeout.as_millis().to_string();
-        let mut config = kafka.client_config();
-        // Tunables; `kafka.extra` (already applied by client_config) may override
-        // them, so it is applied again after them.
-        config
-            .set("compression.type", "lz4")
-            .set("partitioner", "murmur2_random")
-            .set("statistics.interval.ms", "0");
-        for (key, value) in &kafka.extra {
-            config.set(key, value);
-        }
-        // What exactly-once rests on: never overridable. Reasons in the module docs.
-        config
-            .set("transactional.id", transactional_id)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("transaction.timeout.ms", &timeout_ms)
-            .set("delivery.timeout.ms", &timeout_ms);
-        let context = BusContext::new(
-            format!("{}/txn-producer", kafka.client_id),
-            None,
-            metrics.bus.clone(),
-        );
-        let inner: FutureProducer<BusContext> = config
-            .create_with_context(context)
-            .map_err(|e| PaymentError::kafka("create transactional producer", e))?;
-        Ok(TxnProducer {
-            inner,
+        let options = TransactionalOptions {
             transactional_id: transactional_id.to_owned(),
+            transaction_timeout,
             call_timeout,
+            tuning: tuning(),
+        };
+        let inner =
+            TransactionalProducer::new(kafka, &options, "txn-producer", metrics.bus.clone())?;
+        Ok(TxnProducer {
+            inner: Arc::new(inner),
         })
     }
 
     /// The `transactional.id`.
     pub fn transactional_id(&self) -> &str {
-        &self.transactional_id
+        self.inner.transactional_id()
     }
 
     /// `init_transactions`: registers the id with its coordinator, aborts whatever a
     /// previous instance with the same id left open, and fences that instance.
+    /// (eventbus retries a coordinator that is still loading for a while.)
     pub async fn init(&self) -> Result<(), PaymentError> {
         let producer = self.inner.clone();
-        let timeout = self.call_timeout;
-        tokio::task::spawn_blocking(move || {
-            let mut attempt = 0;
-            loop {
-                attempt += 1;
-                match producer.init_transactions(timeout) {
-                    Ok(()) => return Ok(()),
-                    Err(e) => match classify(&e) {
-                        Next::Retry | Next::Abort if attempt < CALL_ATTEMPTS * 2 => {
-                            tracing::warn!(attempt, "init_transactions: {e}; retrying");
-                            std::thread::sleep(Duration::from_millis(500));
-                        }
-                        Next::Fenced => return Err(PaymentError::Fenced(e.to_string())),
-                        _ => return Err(PaymentError::kafka("init_transactions", e)),
-                    },
-                }
-            }
-        })
-        .await
-        .map_err(|e| PaymentError::Task(format!("init_transactions: {e}")))?
+        tokio::task::spawn_blocking(move || producer.init())
+            .await
+            .map_err(|e| PaymentError::Task(format!("init_transactions: {e}")))?
+            .map_err(|e| match e {
+                // Nothing to abort before the first transaction: a coordinator that
+                // stayed unavailable through the retries.
+                TxnError::Abortable(source) => PaymentError::kafka("init_transactions", source),
+                other => other.into(),
+            })
     }
 
     /// Produces `records` and commits them with `offsets` in one transaction. Returns
-    /// how long the transaction took (begin to commit).
+    /// how long the transaction took (begin to commit). On [`TxnError::Abortable`] the
+    /// transaction has been aborted: nothing of it is visible.
     pub async fn commit_batch(
         &self,
         records: Vec<OutRecord>,
@@ -226,9 +138,26 @@ impl TxnProducer {
         group: ConsumerGroupMetadata,
     ) -> Result<Duration, TxnError> {
         let producer = self.inner.clone();
-        let timeout = self.call_timeout;
         tokio::task::spawn_blocking(move || {
-            commit_blocking(&producer, &records, &offsets, &group, timeout)
+            let headers: Vec<_> = records
+                .iter()
+                .map(|r| r.headers.to_owned_headers())
+                .collect();
+            let batch = records.iter().zip(headers).map(|(r, headers)| {
+                let mut record: BaseRecord<'_, [u8], [u8]> =
+                    BaseRecord::to(&r.topic).headers(headers);
+                if let Some(p) = r.partition {
+                    record = record.partition(p);
+                }
+                if let Some(key) = &r.key {
+                    record = record.key(key.as_slice());
+                }
+                if let Some(value) = &r.value {
+                    record = record.payload(value.as_slice());
+                }
+                record
+            });
+            producer.commit_records(batch, Some((&offsets, &group)))
         })
         .await
         .unwrap_or_else(|e| {
@@ -238,132 +167,15 @@ impl TxnProducer {
     }
 }
 
-/// Calls `f` until it succeeds, fails non-retriably, or [`CALL_ATTEMPTS`] are used.
-fn with_retries(
-    what: &str,
-    mut f: impl FnMut() -> Result<(), KafkaError>,
-) -> Result<(), (Next, KafkaError)> {
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match f() {
-            Ok(()) => return Ok(()),
-            Err(e) => {
-                let next = classify(&e);
-                if next == Next::Retry && attempt < CALL_ATTEMPTS {
-                    tracing::warn!(attempt, "{what}: {e}; retrying");
-                    continue;
-                }
-                return Err((
-                    if next == Next::Retry {
-                        Next::Abort
-                    } else {
-                        next
-                    },
-                    e,
-                ));
-            }
-        }
-    }
-}
-
-fn commit_blocking(
-    producer: &FutureProducer<BusContext>,
-    records: &[OutRecord],
-    offsets: &TopicPartitionList,
-    group: &ConsumerGroupMetadata,
-    timeout: Duration,
-) -> Result<Duration, TxnError> {
-    let started = Instant::now();
-    if let Err(e) = producer.begin_transaction() {
-        return match classify(&e) {
-            Next::Fenced => Err(TxnError::Fenced(e)),
-            Next::Fatal => Err(TxnError::Fatal(e)),
-            Next::Retry | Next::Abort => Err(TxnError::Aborted(e)),
-        };
-    }
-    let outcome = produce_and_commit(producer, records, offsets, group, timeout);
-    match outcome {
-        Ok(()) => Ok(started.elapsed()),
-        Err((Next::Fenced, e)) => Err(TxnError::Fenced(e)),
-        Err((Next::Fatal, e)) => Err(TxnError::Fatal(e)),
-        Err((_, e)) => {
-            tracing::warn!("aborting the batch's transaction: {e}");
-            match with_retries("abort_transaction", || producer.abort_transaction(timeout)) {
-                Ok(()) => Err(TxnError::Aborted(e)),
-                Err((Next::Fenced, abort_error)) => Err(TxnError::Fenced(abort_error)),
-                Err((_, abort_error)) => Err(TxnError::Fatal(abort_error)),
-            }
-        }
-    }
-}
-
-fn produce_and_commit(
-    producer: &FutureProducer<BusContext>,
-    records: &[OutRecord],
-    offsets: &TopicPartitionList,
-    group: &ConsumerGroupMetadata,
-    timeout: Duration,
-) -> Result<(), (Next, KafkaError)> {
-    for r in records {
-        let mut record: FutureRecord<'_, [u8], [u8]> =
-            FutureRecord::to(&r.topic).headers(r.headers.to_owned_headers());
-        if let Some(p) = r.partition {
-            record = record.partition(p);
-        }
-        if let Some(key) = &r.key {
-            record = record.key(key.as_slice());
-        }
-        if let Some(value) = &r.value {
-            record = record.payload(value.as_slice());
-        }
-        let deadline = Instant::now() + timeout;
-        loop {
-            match producer.send_result(record) {
-                // The delivery report is not awaited: commit_transaction flushes and
-                // fails (abortably) if any record of the transaction was not delivered.
-                Ok(_delivery) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
-                    if Instant::now() < deadline =>
-                {
-                    record = back;
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Err((e, _)) => {
-                    let next = classify(&e);
-                    return Err((
-                        if next == Next::Retry {
-                            Next::Abort
-                        } else {
-                            next
-                        },
-                        e,
-                    ));
-                }
-            }
-        }
-    }
-    with_retries("send_offsets_to_transaction", || {
-        producer.send_offsets_to_transaction(offsets, group, timeout)
-    })?;
-    with_retries("commit_transaction", || {
-        producer.commit_transaction(timeout)
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn produce_errors_abort_unless_fenced_or_fatal() {
-        let e = KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge);
-        assert_eq!(classify(&e), Next::Abort);
-        let e = KafkaError::MessageProduction(RDKafkaErrorCode::Fenced);
-        assert_eq!(classify(&e), Next::Fenced);
-        let e = KafkaError::MessageProduction(RDKafkaErrorCode::Fatal);
-        assert_eq!(classify(&e), Next::Fatal);
-        let e = KafkaError::MessageProduction(RDKafkaErrorCode::InvalidProducerEpoch);
-        assert_eq!(classify(&e), Next::Fenced);
+    fn tuning_leaves_the_guarantees_to_eventbus() {
+        let tuning = tuning();
+        for key in eventbus::config::PROTECTED_KEYS {
+            assert!(!tuning.contains_key(*key), "{key} is eventbus's to set");
+        }
     }
 }

@@ -2,6 +2,9 @@
 //! service in the middle of the run (three times), a restart → still exactly one outcome per order,
 //! none duplicated, none missing, and no order charged twice (the simulated gateway's
 //! ledger file survives the crash like a real provider's records).
+//!
+//! `CRASH_RUST_LOG` sets the service's log filter (default `info,librdkafka=warn`); the
+//! log is printed when the test fails.
 
 mod common;
 
@@ -9,9 +12,15 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{Env, metric};
+use eventbus::BusMetrics;
+use eventbus::client::{self, ReaderOptions};
+use eventbus::context::BusContext;
+use eventbus::kafka::{Consumer, Offset, TopicPartitionList};
 
 /// A free local port (bound and released; the child binds it right after).
 fn free_port() -> u16 {
@@ -32,7 +41,7 @@ fn spawn(env: &Env, addr: SocketAddr, ledger: &Path, log: &Path) -> Child {
     let binary =
         std::env::var("PAYMENT_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_payment").to_owned());
     Command::new(binary)
-        .env("KAFKA_BOOTSTRAP", &env.cluster.kafka.bootstrap)
+        .envs(common::kafka_env(env))
         .env("REGISTRY_URL", &env.cluster.registry.url)
         .env("PAYMENT__TOPICS__PREFIX", env.cluster.prefix())
         .env("PAYMENT__HTTP__LISTEN", addr.to_string())
@@ -52,7 +61,10 @@ fn spawn(env: &Env, addr: SocketAddr, ledger: &Path, log: &Path) -> Child {
         .env("PAYMENT__SETTLE__RETRY__MAX_ATTEMPTS", "10")
         .env("PAYMENT__SETTLE__RETRY__BASE_DELAY", "5ms")
         .env("PAYMENT__SETTLE__RETRY__MAX_DELAY", "50ms")
-        .env("RUST_LOG", "info,librdkafka=warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("CRASH_RUST_LOG").unwrap_or_else(|_| "info,librdkafka=warn".to_owned()),
+        )
         .stdout(Stdio::from(log.try_clone().unwrap()))
         .stderr(Stdio::from(log))
         .spawn()
@@ -71,24 +83,55 @@ async fn kill_9_in_the_middle_then_restart_gives_exactly_n_outcomes() {
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let group = format!("{}payment-service", env.cluster.prefix());
 
-    // Runs 1-3: each is killed with SIGKILL once 700 more records (committed or not)
-    // were written to the outcome topics than when it started: not a multiple of the
-    // batch size, so the kill tends to land while a batch's transaction is open.
+    // Runs 1-3: run i is killed with SIGKILL once the outcome topics hold 700, 1450 and
+    // 2200 records (committed or not; or, when an earlier run overshot that, as soon as
+    // it has written anything): not multiples of the batch size, so the kill tends to
+    // land while a batch's transaction is open, and at most about 2200 of the 3000
+    // orders are settled before the last run, which so always has work left (however
+    // fast the runs are). A read_uncommitted reader in a thread of its own counts the
+    // records as they arrive, so a kill lands within milliseconds of its mark, before
+    // the transaction that crossed it commits.
     let started = Instant::now();
     let mut kills = Vec::new();
-    let written = || async {
-        env.cluster
-            .high_watermark_total(&env.topics.payment_completed)
-            .await
-            .unwrap()
-            + env
-                .cluster
-                .high_watermark_total(&env.topics.payment_failed)
-                .await
-                .unwrap()
+    let seen = Arc::new(AtomicI64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let counter = {
+        let (seen, stop) = (seen.clone(), stop.clone());
+        let kafka = env.cluster.kafka.clone();
+        let topics = [
+            env.topics.payment_completed.clone(),
+            env.topics.payment_failed.clone(),
+        ];
+        let partitions = env.partitions;
+        std::thread::spawn(move || {
+            let options = ReaderOptions {
+                tuning: client::tuning([
+                    // Hand over each record at once: the kill must follow its mark closely.
+                    ("fetch.wait.max.ms", "5".to_owned()),
+                ]),
+                ..ReaderOptions::default()
+            };
+            let context =
+                BusContext::new("payment-test/crash-counter", None, BusMetrics::default());
+            let reader = client::reader(&kafka, &options, context).unwrap();
+            let mut tpl = TopicPartitionList::new();
+            for topic in &topics {
+                for p in 0..partitions {
+                    tpl.add_partition_offset(topic, p, Offset::Beginning)
+                        .unwrap();
+                }
+            }
+            reader.assign(&tpl).unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                if let Some(Ok(_)) = reader.poll(Duration::from_millis(20)) {
+                    seen.fetch_add(1, Ordering::AcqRel);
+                }
+            }
+        })
     };
-    for _ in 0..3 {
-        let mark = written().await + 700;
+    let written = || seen.load(Ordering::Acquire);
+    for target in [700, 1450, 2200] {
+        let mark = target.max(written() + 1);
         let mut child = spawn(&env, addr, &ledger, &log);
         loop {
             assert!(
@@ -101,10 +144,10 @@ async fn kill_9_in_the_middle_then_restart_gives_exactly_n_outcomes() {
                 "the service died on its own; log: {}",
                 std::fs::read_to_string(&log).unwrap_or_default()
             );
-            if written().await >= mark {
+            if written() >= mark {
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
         child.kill().unwrap(); // SIGKILL
         assert!(!child.wait().unwrap().success());
@@ -119,6 +162,8 @@ async fn kill_9_in_the_middle_then_restart_gives_exactly_n_outcomes() {
 
     // Last run: same instance id → same transactional id: the open transaction of the
     // killed process is aborted, the group resumes from the committed offsets.
+    stop.store(true, Ordering::Relaxed);
+    counter.join().unwrap();
     let restarted = Instant::now();
     let mut last = spawn(&env, addr, &ledger, &log);
     let outcomes = env.wait_outcomes(N, Duration::from_secs(240)).await;

@@ -13,11 +13,10 @@ use common::{Service, metric};
 use eventbus::codec::frame;
 use eventbus::dlq::{self, DeadLetter};
 use eventbus::headers::HeaderList;
+use eventbus::kafka::{Message, OwnedMessage};
 use eventbus::redrive;
 use eventbus::{ErrorClass, Jitter, RetryPolicy};
 use payment::SimulatedGateway;
-use rdkafka::Message;
-use rdkafka::message::OwnedMessage;
 use schemas::{Event, OrderCreated, OrderLine};
 
 async fn wait_dlq(env: &common::Env, n: usize, timeout: Duration) -> Vec<OwnedMessage> {
@@ -194,9 +193,9 @@ async fn exhausted_retries_are_dead_lettered_and_a_redrive_settles_them() {
 
     // The gateway is back; an operator redrives the DLQ with eventbus's tool. The
     // orders were never settled, so the redriven records are settled now, once.
-    // (eventbus's redrive::replay reads the DLQ with its reader, which cannot assign
-    // partitions without a group id yet; the replay is done here the way it does it:
-    // original key and value, replay headers, to the original topic.)
+    // (Done here the way redrive::replay does it: original key and value, replay
+    // headers, to the original topic; but from the committed dead letters, whereas
+    // redrive reads the DLQ read_uncommitted.)
     for m in &dead {
         let record = redrive::DlqRecord::from_message(m);
         let letter = record.letter.clone().unwrap();

@@ -180,7 +180,7 @@ async fn a_second_instance_with_the_same_id_fences_the_first() {
     let a_result = a.wait_exit(Duration::from_secs(60)).await;
     let error = a_result.expect_err("the older instance must stop");
     assert!(
-        matches!(error, payment::PaymentError::Fenced(_)),
+        matches!(error, payment::PaymentError::Fenced { .. }),
         "stopped as fenced: {error}"
     );
     env.wait_outcomes(60, Duration::from_secs(90)).await;

@@ -22,8 +22,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rdkafka::Message;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use eventbus::BusMetrics;
+use eventbus::client::{self, ReaderOptions};
+use eventbus::context::BusContext;
+use eventbus::kafka::{Consumer, Message, Offset, TopicPartitionList};
 use uuid::Uuid;
 
 use common::{metric, metric_in};
@@ -55,7 +57,7 @@ async fn outcomes_per_second_with_transactions() {
         .unwrap_or_else(|_| dir.path().join("payment.log"));
     let log = std::fs::File::create(&log_path).unwrap();
     let mut child = Command::new(&binary)
-        .env("KAFKA_BOOTSTRAP", &env.cluster.kafka.bootstrap)
+        .envs(common::kafka_env(&env))
         .env("REGISTRY_URL", &env.cluster.registry.url)
         .env("PAYMENT__TOPICS__PREFIX", env.cluster.prefix())
         .env("PAYMENT__HTTP__LISTEN", addr.to_string())
@@ -168,17 +170,28 @@ async fn latency_at_a_low_rate() {
             env.topics.payment_completed.clone(),
             env.topics.payment_failed.clone(),
         ];
+        let partitions = env.partitions;
         std::thread::spawn(move || {
-            let consumer: BaseConsumer<common::Quiet> = kafka
-                .client_config()
-                .set("group.id", format!("latency-{}", Uuid::new_v4()))
-                .set("isolation.level", "read_committed")
-                .set("auto.offset.reset", "earliest")
-                .set("enable.auto.commit", "false")
-                .set("fetch.wait.max.ms", "10")
-                .create_with_context(common::Quiet)
-                .unwrap();
-            consumer.subscribe(&[&topics[0], &topics[1]]).unwrap();
+            let options = ReaderOptions {
+                read_committed: true,
+                tuning: client::tuning([
+                    // Deliver each outcome as soon as it is visible: the measured latency
+                    // should not include up to 500 ms of fetch wait.
+                    ("fetch.wait.max.ms", "10".to_owned()),
+                ]),
+                ..ReaderOptions::default()
+            };
+            let context = BusContext::new("payment-test/latency", None, BusMetrics::default());
+            let consumer = client::reader(&kafka, &options, context).unwrap();
+            // Every partition of both outcome topics, from the beginning.
+            let mut tpl = TopicPartitionList::new();
+            for topic in &topics {
+                for p in 0..partitions {
+                    tpl.add_partition_offset(topic, p, Offset::Beginning)
+                        .unwrap();
+                }
+            }
+            consumer.assign(&tpl).unwrap();
             while !stop.load(Ordering::Relaxed) {
                 if let Some(Ok(m)) = consumer.poll(Duration::from_millis(50)) {
                     let at = eventbus::headers::now_ms();

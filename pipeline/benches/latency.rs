@@ -35,14 +35,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use eventbus::BusMetrics;
+use eventbus::client::{self, ProducerOptions, ReaderOptions};
 use eventbus::codec::{frame, validate_and_encode};
+use eventbus::context::BusContext;
+use eventbus::kafka::{
+    Consumer, FutureProducer, FutureRecord, Message, Offset, TopicPartitionList,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use rdkafka::ClientConfig;
-use rdkafka::Message;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{BaseRecord, FutureProducer, FutureRecord, ThreadedProducer};
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use schemas::{
     Event, OrderCreated, OrderLine, OrderUpdated, PaymentCompleted, PaymentFailed, StockAdjusted,
     order_total,
@@ -212,21 +213,28 @@ impl LoadGen {
     }
 }
 
-fn producer_config(env: &Env) -> ClientConfig {
-    let mut c = env.cluster.kafka.client_config();
-    c.set("acks", "all")
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
-        .set("compression.type", "lz4")
-        .set("partitioner", "murmur2_random")
-        .set("queue.buffering.max.messages", "1000000")
-        .set("statistics.interval.ms", "0");
-    c
+/// An idempotent, `acks=all` producer (eventbus's) for the load and the probes.
+fn producer(env: &Env, name: &str) -> Result<FutureProducer, BoxError> {
+    let options = ProducerOptions {
+        tuning: client::tuning([
+            // Batch like the services' producers do.
+            ("linger.ms", "5".to_owned()),
+            ("compression.type", "lz4".to_owned()),
+            // Keys land on the partitions a Java client would pick.
+            ("partitioner", "murmur2_random".to_owned()),
+            // Room for the load's bursts (default 100 000): at the ramp's highest rates a
+            // broker pause fills the default queue, which would throttle the offered load.
+            ("queue.buffering.max.messages", "1000000".to_owned()),
+        ]),
+    };
+    let context = BusContext::new(format!("bench/{name}"), None, BusMetrics::default());
+    Ok(client::producer(&env.cluster.kafka, &options, context)?)
 }
 
 /// Produces `load_gen`'s records at `rate` per second until `stop`; returns records sent.
+/// Fire and forget: the producer's own thread serves the delivery reports.
 fn run_load(
-    producer: &ThreadedProducer<rdkafka::producer::DefaultProducerContext>,
+    producer: &FutureProducer,
     topics: &[String; 5],
     load_gen: &mut LoadGen,
     rate: u64,
@@ -238,10 +246,11 @@ fn run_load(
         let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
         while sent < due {
             let (topic, key, value) = load_gen.next();
-            let mut record = BaseRecord::to(&topics[topic]).key(&key).payload(&value);
+            let mut record = FutureRecord::to(&topics[topic]).key(&key).payload(&value);
             loop {
-                match producer.send(record) {
-                    Ok(()) => break,
+                match producer.send_result(record) {
+                    // The delivery future is dropped: nobody waits for this record.
+                    Ok(_delivery) => break,
                     Err((_, back)) => {
                         record = back;
                         std::thread::sleep(Duration::from_micros(200));
@@ -292,14 +301,19 @@ fn watch(
     probes: Arc<Probes>,
     stop: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<()> {
-    let mut config = env.cluster.kafka.client_config();
-    config
-        .set("group.id", format!("{}bench-watch", env.prefix))
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .set("fetch.wait.max.ms", "10")
-        .set("statistics.interval.ms", "0");
-    let consumer: BaseConsumer = config.create().expect("consumer");
+    let options = ReaderOptions {
+        // Latency is measured to "readable by a read_committed consumer".
+        read_committed: true,
+        group_id: Some(format!("{}bench-watch", env.prefix)),
+        tuning: client::tuning([
+            // Fetch responses return after at most 10 ms (default 500) even when they
+            // are nearly empty, so a probe is seen as soon as it is readable.
+            ("fetch.wait.max.ms", "10".to_owned()),
+        ]),
+        ..ReaderOptions::default()
+    };
+    let context = BusContext::new("bench/watch", None, BusMetrics::default());
+    let consumer = client::reader(&env.cluster.kafka, &options, context).expect("consumer");
     let metadata = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .expect("metadata");
@@ -570,7 +584,7 @@ async fn bench(env: &Env, args: &Args) -> Result<(), BoxError> {
     for (i, topic) in env.names.inputs.iter().enumerate() {
         ids[i] = registry.id_for(&format!("{topic}-value"), texts[i]).await?;
     }
-    let probe_producer: FutureProducer = producer_config(env).create()?;
+    let probe_producer = producer(env, "probes")?;
 
     // 2. Kafka's floor.
     let floor_topic = env.cluster.create_topic("floor", 6).await?;
@@ -610,8 +624,7 @@ async fn bench(env: &Env, args: &Args) -> Result<(), BoxError> {
     );
 
     // 3. Latency at the offered load.
-    let load_producer: ThreadedProducer<rdkafka::producer::DefaultProducerContext> =
-        producer_config(env).create()?;
+    let load_producer = producer(env, "load")?;
     let load_producer = Arc::new(load_producer);
     let total_sent = Arc::new(AtomicU64::new(0));
     let mut load_gen = LoadGen {

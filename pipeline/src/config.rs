@@ -1,5 +1,7 @@
-//! Configuration: plain serde structs with defaults for the local cluster, layered by the
-//! binary with figment (defaults → TOML file → `PIPELINE__...` environment variables).
+//! Configuration: plain serde structs with defaults for the local cluster, layered by
+//! `servicekit::config` like every service: defaults → TOML file (`-c PATH` or
+//! `PIPELINE_CONFIG`) → `KAFKA_BOOTSTRAP` / `KAFKA_CLIENT_CONFIG` / `REGISTRY_URL` →
+//! `PIPELINE__...` environment variables.
 //!
 //! Every knob that changes *results* is absent on purpose: the semantics are fixed in
 //! [`crate::logic`]. What is configurable is where things are (cluster, registry, topic
@@ -10,28 +12,44 @@
 //!
 //! Environment variables use `__` as the separator: `PIPELINE__CLOCK__EPOCH_MS=20`,
 //! `PIPELINE__TOPICS__PREFIX=staging-`, `PIPELINE__KAFKA__BOOTSTRAP=...`.
+//!
+//! The views API's TLS and API keys are `[server.security]` (`servicekit::ApiSecurity`,
+//! off by default); logging is `[telemetry]`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use eventbus::{KafkaConfig, RegistryConfig};
+use eventbus::{KafkaSettings, RegistryConfig};
 use figment::Figment;
-use figment::providers::{Env, Format, Toml};
 use schemas::{
     Event, OrderCreated, OrderUpdated, PaymentCompleted, PaymentFailed, StockAdjusted, StockUpdated,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use servicekit::config::Loader;
+use servicekit::{ApiSecurity, TelemetryConfig};
 
 use crate::error::PipelineError;
 
+/// The prefix of the job's environment variables (`PIPELINE__CLOCK__EPOCH_MS`, ...).
+pub const ENV_PREFIX: &str = "PIPELINE__";
+/// The environment variable naming a config file (same as `-c`).
+pub const CONFIG_FILE_ENV: &str = "PIPELINE_CONFIG";
+/// The service's name in logs (`service` in JSON lines) and Kafka's `client.id`.
+pub const SERVICE_NAME: &str = "inventory-service";
+
 /// The whole configuration of the job.
-#[derive(Clone, Debug, Deserialize)]
+///
+/// The eventbus sections are `skip_serializing` (they hold secrets): their defaults are
+/// serde's, plus the job's own client id in [`PipelineConfig::figment`].
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PipelineConfig {
-    /// The Kafka cluster (eventbus's settings: bootstrap, SASL, extra librdkafka
+    /// The Kafka cluster (eventbus's settings: bootstrap, security, extra librdkafka
     /// properties).
-    pub kafka: KafkaConfig,
+    #[serde(skip_serializing)]
+    pub kafka: KafkaSettings,
     /// The schema registry.
+    #[serde(skip_serializing)]
     pub registry: RegistryConfig,
     /// Topic names.
     pub topics: TopicConfig,
@@ -48,12 +66,14 @@ pub struct PipelineConfig {
     /// The service name: consumer `group.id` (only a label, no offsets are committed),
     /// the `dlq.consumer.group` header and the CloudEvents source (`/<service>`).
     pub service: String,
+    /// Logs.
+    pub telemetry: TelemetryConfig,
 }
 
 impl Default for PipelineConfig {
     fn default() -> Self {
         PipelineConfig {
-            kafka: KafkaConfig::from_env().with_client_id("inventory-service"),
+            kafka: KafkaSettings::from_env().with_client_id(SERVICE_NAME),
             registry: RegistryConfig::from_env(),
             topics: TopicConfig::default(),
             clock: ClockConfig::default(),
@@ -61,31 +81,28 @@ impl Default for PipelineConfig {
             sink: SinkConfig::default(),
             server: ServerConfig::default(),
             timely: TimelyConfig::default(),
-            service: "inventory-service".to_owned(),
+            service: SERVICE_NAME.to_owned(),
+            telemetry: TelemetryConfig::default(),
         }
     }
 }
 
 impl PipelineConfig {
-    /// Layers the defaults, an optional TOML file and `PIPELINE__*` environment
-    /// variables (later wins).
+    /// Layers the defaults, the TOML file `file` (else the one `PIPELINE_CONFIG` names),
+    /// the shared variables and `PIPELINE__*` variables (later wins), then validates.
     pub fn load(file: Option<&Path>) -> Result<Self, PipelineError> {
-        let mut figment = Figment::new();
-        if let Some(file) = file {
-            if !file.exists() {
-                return Err(PipelineError::Config(format!(
-                    "config file {} does not exist",
-                    file.display()
-                )));
-            }
-            figment = figment.merge(Toml::file(file));
-        }
-        figment = figment.merge(Env::prefixed("PIPELINE__").split("__"));
-        let config: PipelineConfig = figment
-            .extract()
+        let config: PipelineConfig = servicekit::config::extract(&Self::figment(file))
             .map_err(|e| PipelineError::Config(e.to_string()))?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// The figment with every layer, for callers that add their own (tests).
+    pub fn figment(file: Option<&Path>) -> Figment {
+        Loader::new(ENV_PREFIX)
+            .file(file)
+            .default_value("kafka.client_id", SERVICE_NAME)
+            .figment::<PipelineConfig>()
     }
 
     /// Checks values that serde cannot.
@@ -130,7 +147,7 @@ impl PipelineConfig {
 }
 
 /// Topic names; every name is `prefix` + the project's name for the topic.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TopicConfig {
     /// Prepended to every topic name (and so to every registry subject): empty in
@@ -198,7 +215,7 @@ impl TopicNames {
 }
 
 /// The ingestion clock (see [`crate::clock`]).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClockConfig {
     /// Epoch length in milliseconds: records ingested in the same epoch share a time,
@@ -220,7 +237,7 @@ impl Default for ClockConfig {
 }
 
 /// The Kafka source (see [`crate::source`]).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SourceConfig {
     /// Decoded records buffered between a worker's fetch thread and the worker; a full
@@ -246,7 +263,7 @@ impl Default for SourceConfig {
 }
 
 /// The exactly-once sink (see [`crate::sink`]).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SinkConfig {
     /// `transactional.id`: stable across restarts, so that a restarted job fences the
@@ -280,7 +297,7 @@ impl Default for SinkConfig {
 }
 
 /// The views API (see [`crate::server`]).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     /// Serve the API at all (process 0 only; other processes never serve).
@@ -289,6 +306,8 @@ pub struct ServerConfig {
     pub http: SocketAddr,
     /// gRPC `orderpipeline.v1.ViewService` with reflection.
     pub grpc: SocketAddr,
+    /// TLS and API keys of both (off by default; see `pipeline/README.md`).
+    pub security: ApiSecurity,
 }
 
 impl Default for ServerConfig {
@@ -297,12 +316,13 @@ impl Default for ServerConfig {
             enabled: true,
             http: SocketAddr::from(([127, 0, 0, 1], 8090)),
             grpc: SocketAddr::from(([127, 0, 0, 1], 50052)),
+            security: ApiSecurity::default(),
         }
     }
 }
 
 /// Workers and processes, handed to timely as its own `-w -n -p -h` arguments.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TimelyConfig {
     /// Worker threads in this process (`-w`).
@@ -435,5 +455,43 @@ mod tests {
         assert_eq!(c.timely.workers, 3);
         assert_eq!(c.topic_names().dlq, "x-inventory-service.dlq");
         assert!(PipelineConfig::load(Some(&dir.path().join("missing.toml"))).is_err());
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closures return figment::Error
+    fn env_layers_security_and_errors_naming_the_key() {
+        figment::Jail::expect_with(|jail| {
+            // Hermetic: `make test` exports KAFKA_BOOTSTRAP, KAFKA_CLIENT_CONFIG, REGISTRY_URL.
+            jail.clear_env();
+            jail.create_file("p.toml", "[kafka]\nbootstrap = \"file:9092\"\n")?;
+            jail.set_env("PIPELINE_CONFIG", "p.toml");
+            jail.set_env("KAFKA_CLIENT_CONFIG", "/run/secrets/inventory.conf");
+            jail.set_env("PIPELINE__SERVER__SECURITY__TLS__CERT", "/tls/tls.crt");
+            jail.set_env("PIPELINE__SERVER__SECURITY__TLS__KEY", "/tls/tls.key");
+            jail.set_env("PIPELINE__TELEMETRY__FORMAT", "json");
+            let c = PipelineConfig::load(None).unwrap();
+            assert_eq!(c.kafka.bootstrap, "file:9092");
+            assert_eq!(
+                c.kafka.client_id, SERVICE_NAME,
+                "kept under a partial [kafka]"
+            );
+            assert_eq!(
+                c.kafka.client_config_file.as_deref(),
+                Some(Path::new("/run/secrets/inventory.conf"))
+            );
+            let tls = c.server.security.tls.clone().unwrap();
+            assert_eq!(tls.cert, Path::new("/tls/tls.crt"));
+            assert!(c.server.security.api_keys.is_empty());
+            assert_eq!(c.telemetry.format, servicekit::LogFormat::Json);
+            // (A bad value in a file, not the environment: the other tests of this
+            // binary run concurrently and read the environment too.)
+            jail.create_file("bad.toml", "[clock]\nepoch_ms = \"soon\"\n")?;
+            let error = PipelineConfig::load(Some(Path::new("bad.toml")))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("clock.epoch_ms"), "{error}");
+            assert!(error.contains("bad.toml"), "{error}");
+            Ok(())
+        });
     }
 }

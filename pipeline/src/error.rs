@@ -9,7 +9,7 @@
 //! restarts it, which is safe because the restart path is exactly-once.
 
 use eventbus::BusError;
-use rdkafka::error::KafkaError;
+use eventbus::kafka::KafkaError;
 
 /// Every error of the pipeline library.
 #[derive(Debug, thiserror::Error)]

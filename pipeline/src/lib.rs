@@ -21,7 +21,8 @@
 //! - [`progress`]: the progress topic's records and reading them back on restart;
 //! - [`views`]: the served views, as of the last committed epoch;
 //! - [`server`]: REST, SSE and gRPC on process 0, `/healthz`, `/readyz`, `/metrics`;
-//! - [`config`], [`metrics`], [`error`], [`kafka`] (client context).
+//! - [`config`], [`metrics`], [`error`], [`kafka`] (the clients' context and the
+//!   input-lag gauge; every client is built by `eventbus::client`).
 //!
 //! # Running
 //!

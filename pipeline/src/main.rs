@@ -9,12 +9,16 @@
 //! `-w -n -p -h` are timely's own options (threads per process, processes, this
 //! process's index, hostfile); they are handed to timely unchanged. `-h` is the
 //! hostfile, as in timely, so help is `--help` only. See `pipeline/README.md`.
+//!
+//! The scaffold (config loader, logging, signals, the API's TLS and keys) is
+//! `servicekit`'s.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{ArgAction, Parser};
+use pipeline::config::{CONFIG_FILE_ENV, SERVICE_NAME};
 use pipeline::{PipelineConfig, Shutdown};
 
 /// Inventory Service: the timely/differential dataflow job.
@@ -22,7 +26,7 @@ use pipeline::{PipelineConfig, Shutdown};
 #[command(name = "pipeline", version, disable_help_flag = true)]
 struct Args {
     /// TOML configuration file (layered over the defaults, under `PIPELINE__*` env).
-    #[arg(short = 'c', long = "config", env = "PIPELINE_CONFIG")]
+    #[arg(short = 'c', long = "config", env = CONFIG_FILE_ENV)]
     config: Option<PathBuf>,
     /// Worker threads in this process (timely `-w`).
     #[arg(short = 'w', long = "workers")]
@@ -57,20 +61,6 @@ struct Args {
     /// Print help.
     #[arg(long = "help", action = ArgAction::Help)]
     help: Option<bool>,
-}
-
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let json = std::env::var("LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
 }
 
 fn config(args: &Args) -> Result<PipelineConfig, pipeline::PipelineError> {
@@ -109,52 +99,15 @@ fn config(args: &Args) -> Result<PipelineConfig, pipeline::PipelineError> {
     Ok(config)
 }
 
-/// Triggers `shutdown` on SIGINT or SIGTERM.
-fn watch_signals(shutdown: Shutdown) {
-    let spawned = std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            runtime.block_on(async {
-                #[cfg(unix)]
-                {
-                    use tokio::signal::unix::{SignalKind, signal};
-                    let Ok(mut term) = signal(SignalKind::terminate()) else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::signal::ctrl_c() => {}
-                        _ = term.recv() => {}
-                    }
-                }
-                #[cfg(not(unix))]
-                {
-                    let _ = tokio::signal::ctrl_c().await;
-                }
-                tracing::info!("shutdown requested");
-                shutdown.trigger();
-            });
-        });
-    if let Err(e) = spawned {
-        tracing::warn!("no signal handling: {e}");
-    }
-}
-
 fn main() -> ExitCode {
     let args = Args::parse();
-    init_tracing();
     let config = match config(&args) {
         Ok(config) => config,
-        Err(e) => {
-            eprintln!("pipeline: {e}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return fail(2, &e),
     };
+    if let Err(e) = servicekit::telemetry::init(&config.telemetry, SERVICE_NAME) {
+        return fail(2, &e);
+    }
     tracing::info!(
         workers = config.timely.workers,
         processes = config.timely.processes,
@@ -164,13 +117,19 @@ fn main() -> ExitCode {
         "starting the Inventory Service"
     );
     let shutdown = Shutdown::new();
-    watch_signals(shutdown.clone());
+    let on_signal = shutdown.clone();
+    if let Err(e) = servicekit::shutdown::on_signal(move || on_signal.trigger()) {
+        tracing::warn!("no signal handling: {e}");
+    }
     match pipeline::run(config, shutdown) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("pipeline failed: {e}");
-            eprintln!("pipeline: {e}");
-            ExitCode::FAILURE
-        }
+        Err(e) => fail(1, &format!("pipeline failed: {e}")),
     }
+}
+
+/// Logs (and prints, in case logging is not up yet) `error`, and exits with `code`.
+fn fail(code: u8, error: &dyn std::fmt::Display) -> ExitCode {
+    tracing::error!("{error}");
+    eprintln!("pipeline: {error}");
+    ExitCode::from(code)
 }

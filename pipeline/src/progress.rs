@@ -17,16 +17,14 @@
 
 use std::time::{Duration, Instant};
 
-use eventbus::KafkaConfig;
-use rdkafka::Message;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use eventbus::KafkaSettings;
+use eventbus::client::{self, ReaderOptions};
+use eventbus::kafka::{Consumer, KafkaError, Message, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Bindings;
 use crate::error::PipelineError;
-use crate::kafka::JobContext;
+use crate::kafka;
 
 /// The format version written into every record.
 pub const FORMAT: u32 = 1;
@@ -91,7 +89,7 @@ pub struct Progress {
 /// Reads every committed record of the progress topic (read_committed, from the
 /// beginning to the last stable offset). Blocking.
 pub fn read_progress(
-    kafka: &KafkaConfig,
+    kafka: &KafkaSettings,
     topic: &str,
     timeout: Duration,
 ) -> Result<Progress, PipelineError> {
@@ -108,32 +106,28 @@ pub fn read_progress(
 
 /// Every committed progress record of `topic`, in commit order. Blocking.
 pub fn read_records(
-    kafka: &KafkaConfig,
+    kafka: &KafkaSettings,
     topic: &str,
     timeout: Duration,
 ) -> Result<Vec<ProgressRecord>, PipelineError> {
-    let mut config = kafka.client_config();
-    config
-        .set("group.id", format!("{}-progress-reader", kafka.client_id))
-        .set("isolation.level", "read_committed")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .set("statistics.interval.ms", "0");
-    let consumer: BaseConsumer<JobContext> = config
-        .create_with_context(JobContext::new("progress-reader"))
-        .map_err(|e| PipelineError::kafka("create progress reader", e))?;
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .map_err(|e| PipelineError::kafka(format!("metadata of {topic}"), e))?;
-    let partitions = metadata
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic)
-        .filter(|t| t.error().is_none())
-        .map_or(0, |t| t.partitions().len());
-    if partitions != 1 {
+    let options = ReaderOptions {
+        // Only what committed transactions wrote: a record is there exactly when the
+        // output of its epochs is.
+        read_committed: true,
+        // The end of the (one) partition ends the read.
+        partition_eof: true,
+        // Only a label, never joined or committed; prefixed with the client id (the
+        // service name), which the ACLs grant the job's principal.
+        group_id: Some(format!("{}-progress-reader", kafka.client_id)),
+        statistics: false,
+        tuning: client::Tuning::new(),
+    };
+    let consumer = client::reader(kafka, &options, kafka::context(kafka, "progress-reader"))?;
+    let partitions = kafka::partition_count(&consumer, topic, Duration::from_secs(10))?;
+    if partitions != Some(1) {
         return Err(PipelineError::Setup(format!(
-            "progress topic {topic} must exist with exactly one partition (found {partitions}); create it from deploy/topics.toml"
+            "progress topic {topic} must exist with exactly one partition (found {}); create it from deploy/topics.toml",
+            partitions.unwrap_or(0)
         )));
     }
     let mut tpl = TopicPartitionList::new();

@@ -23,6 +23,11 @@
 //!
 //! Views endpoints answer 503 (gRPC `UNAVAILABLE`) until the views are rebuilt after a
 //! start, so that nobody mistakes a half-replayed view for the current one.
+//!
+//! `[server.security]` (`servicekit::ApiSecurity`, off by default) serves both ports
+//! over TLS and requires `Authorization: Bearer <key>` on every REST and SSE route but
+//! `/healthz`, `/readyz` and `/metrics` (401, `WWW-Authenticate: Bearer`, problem+json)
+//! and on every gRPC call, reflection included (`UNAUTHENTICATED`).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -40,6 +45,8 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::{BroadcastStream, TcpListenerStream};
 use tonic::{Request, Response as GrpcResponse, Status};
+
+use servicekit::ApiKeys;
 
 use crate::Shutdown;
 use crate::config::{ServerConfig, TopicNames};
@@ -73,6 +80,28 @@ impl ApiState {
     }
 }
 
+/// The two bound listeners of the views API.
+#[derive(Debug)]
+pub struct Listeners {
+    /// REST, SSE and the operational endpoints.
+    pub http: TcpListener,
+    /// gRPC.
+    pub grpc: TcpListener,
+}
+
+impl Listeners {
+    /// Binds `config.http` and `config.grpc`, failing fast if a port is taken.
+    pub async fn bind(config: &ServerConfig) -> Result<Self, PipelineError> {
+        let http = TcpListener::bind(config.http)
+            .await
+            .map_err(|e| PipelineError::Server(format!("bind HTTP {}: {e}", config.http)))?;
+        let grpc = TcpListener::bind(config.grpc)
+            .await
+            .map_err(|e| PipelineError::Server(format!("bind gRPC {}: {e}", config.grpc)))?;
+        Ok(Listeners { http, grpc })
+    }
+}
+
 /// Binds both listeners (failing fast if a port is taken) and serves until `shutdown`.
 /// The returned task ends when both servers have stopped.
 pub async fn start(
@@ -80,15 +109,36 @@ pub async fn start(
     state: ApiState,
     shutdown: Shutdown,
 ) -> Result<tokio::task::JoinHandle<()>, PipelineError> {
-    let http = TcpListener::bind(config.http)
-        .await
-        .map_err(|e| PipelineError::Server(format!("bind HTTP {}: {e}", config.http)))?;
-    let grpc = TcpListener::bind(config.grpc)
-        .await
-        .map_err(|e| PipelineError::Server(format!("bind gRPC {}: {e}", config.grpc)))?;
-    tracing::info!(http = %config.http, grpc = %config.grpc, "views API listening");
+    // The security section first: a bad TLS file should not leave a port bound.
+    let security = config
+        .security
+        .load()
+        .map_err(|e| PipelineError::Config(format!("server.{e}")))?;
+    let listeners = Listeners::bind(config).await?;
+    serve(listeners, &security, state, shutdown).await
+}
 
-    let app = router(state.clone(), shutdown.clone());
+/// Serves on `listeners` (TLS and API keys as `security` says) until `shutdown`. The
+/// returned task ends when both servers have stopped.
+pub async fn serve(
+    listeners: Listeners,
+    security: &servicekit::Security,
+    state: ApiState,
+    shutdown: Shutdown,
+) -> Result<tokio::task::JoinHandle<()>, PipelineError> {
+    let http_addr = listeners.http.local_addr().ok();
+    let grpc_addr = listeners.grpc.local_addr().ok();
+    let http = security
+        .http_listener(listeners.http)
+        .map_err(|e| PipelineError::Server(format!("HTTP listener: {e}")))?;
+    tracing::info!(
+        http = ?http_addr,
+        grpc = ?grpc_addr,
+        security = %security.describe(),
+        "views API listening"
+    );
+
+    let app = router(state.clone(), shutdown.clone()).layer(security.keys.layer());
     let http_shutdown = shutdown.clone();
     let http_task = tokio::spawn(async move {
         let result = axum::serve(http, app)
@@ -107,11 +157,15 @@ pub async fn start(
         state,
         shutdown: shutdown.clone(),
     });
+    let keys: &ApiKeys = &security.keys;
+    let grpc_server = security
+        .grpc_server()
+        .map_err(|e| PipelineError::Server(format!("gRPC TLS: {e}")))?
+        .add_service(keys.guard(service))
+        .add_service(keys.guard(reflection));
     let grpc_task = tokio::spawn(async move {
-        let result = tonic::transport::Server::builder()
-            .add_service(service)
-            .add_service(reflection)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), async move {
+        let result = grpc_server
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.grpc), async move {
                 shutdown.wait().await
             })
             .await;
@@ -876,5 +930,121 @@ mod tests {
             .into_inner();
         assert!(missing.order.is_none());
         assert_eq!(missing.freshness.map(|f| f.as_of_ms), Some(1_000));
+    }
+
+    /// The real servers on 127.0.0.1:0 with TLS (a certificate made now) and one key:
+    /// REST, SSE and gRPC need the key, the probes do not, and a client that does not
+    /// trust the certificate is refused.
+    #[tokio::test]
+    async fn the_served_api_wants_tls_and_a_key() {
+        const KEY: &str = "views-test-key";
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let cert_pem = cert.cert.pem();
+        let security = servicekit::Security {
+            tls: Some(
+                servicekit::ServerTls::from_pem(
+                    cert_pem.as_bytes(),
+                    cert.signing_key.serialize_pem().as_bytes(),
+                )
+                .unwrap(),
+            ),
+            keys: ApiKeys::new(&[servicekit::ApiKeyEntry {
+                name: "dashboard".into(),
+                sha256: servicekit::auth::hash_key(KEY),
+            }])
+            .unwrap(),
+        };
+        let state = state();
+        fill(&state.views);
+        let listeners = Listeners {
+            http: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            grpc: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        };
+        let http_port = listeners.http.local_addr().unwrap().port();
+        let grpc_port = listeners.grpc.local_addr().unwrap().port();
+        let shutdown = Shutdown::new();
+        let handle = serve(listeners, &security, state, shutdown.clone())
+            .await
+            .unwrap();
+
+        let url = |path: &str| format!("https://localhost:{http_port}{path}");
+        let client = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(cert_pem.as_bytes()).unwrap())
+            .timeout(std::time::Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let missing = client.get(url("/v1/inventory")).send().await.unwrap();
+        assert_eq!(missing.status(), 401);
+        assert_eq!(missing.headers()["www-authenticate"], "Bearer");
+        assert_eq!(
+            missing.headers()["content-type"],
+            "application/problem+json"
+        );
+        let wrong = client
+            .get(url("/v1/inventory"))
+            .bearer_auth("wrong")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(wrong.status(), 401);
+        let right = client
+            .get(url("/v1/inventory"))
+            .bearer_auth(KEY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(right.status(), 200);
+        let body: serde_json::Value = right.json().await.unwrap();
+        assert_eq!(body["items"][0]["sku"], "A");
+        let stream = client.get(url("/v1/stream")).send().await.unwrap();
+        assert_eq!(stream.status(), 401, "SSE needs the key too");
+        let stream = client
+            .get(url("/v1/stream?snapshot=true"))
+            .bearer_auth(KEY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(stream.status(), 200);
+        assert_eq!(stream.headers()["content-type"], "text/event-stream");
+        drop(stream);
+        for open in ["/healthz", "/readyz", "/metrics"] {
+            let response = client.get(url(open)).send().await.unwrap();
+            assert_ne!(response.status(), 401, "{open} needs no key");
+        }
+        let untrusting = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let error = untrusting.get(url("/healthz")).send().await.unwrap_err();
+        assert!(error.is_connect(), "{error:?}");
+
+        let channel =
+            tonic::transport::Endpoint::from_shared(format!("https://localhost:{grpc_port}"))
+                .unwrap()
+                .tls_config(
+                    tonic::transport::ClientTlsConfig::new()
+                        .ca_certificate(tonic::transport::Certificate::from_pem(&cert_pem))
+                        .domain_name("localhost"),
+                )
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+        let mut views = proto::view_service_client::ViewServiceClient::new(channel);
+        let request = || Request::new(proto::GetInventoryRequest { sku: "A".into() });
+        let refused = views.get_inventory(request()).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+        let mut keyed = request();
+        keyed
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {KEY}").parse().unwrap());
+        let level = views.get_inventory(keyed).await.unwrap().into_inner();
+        assert_eq!(level.level.map(|l| l.on_hand), Some(5));
+
+        shutdown.trigger();
+        tokio::time::timeout(std::time::Duration::from_secs(10), handle)
+            .await
+            .expect("both servers stop")
+            .unwrap();
     }
 }

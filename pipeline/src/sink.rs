@@ -39,26 +39,32 @@
 //! # Failure
 //!
 //! A transaction that fails abortably is aborted and redone (the same epochs, the same
-//! records); a retriable commit error is retried; a fatal error (fenced by a newer
-//! incarnation, authorization) stops the job with an error, and the binary exits
-//! non-zero. The restart path is exactly-once, so stopping is always safe.
+//! records); a retriable call is retried by eventbus's
+//! [`TransactionalProducer`]; a fenced or fatal producer (a newer incarnation took
+//! over, authorization) stops the job with an error, and the binary exits non-zero. The
+//! restart path is exactly-once, so stopping is always safe.
 //!
 //! # Producer settings
 //!
-//! `enable.idempotence` (required for transactions; no duplicates or reordering from
-//! librdkafka's own retries), `acks=all`, `compression.type=lz4`,
-//! `partitioner=murmur2_random` (keys land on the partitions a Java client would pick),
-//! `transaction.timeout.ms` from the config (a crashed job's open transaction blocks
-//! `read_committed` readers at most that long, unless a restart aborts it sooner) and
-//! `linger.ms=5`: `commit_transaction` flushes whatever is queued at once, so linger only
-//! matters while the records of a transaction are being produced; a few milliseconds
-//! let them batch into few requests without adding noticeably to the commit.
+//! The producer is eventbus's [`TransactionalProducer`], which sets what exactly-once
+//! depends on: the stable `transactional.id` (from the config), `enable.idempotence`
+//! (required for transactions; no duplicates or reordering from librdkafka's own
+//! retries), `acks=all`, and `transaction.timeout.ms` from the config (a crashed job's
+//! open transaction blocks `read_committed` readers at most that long, unless a restart
+//! aborts it sooner; `delivery.timeout.ms` equals it). The job's own choices, passed as
+//! tuning in [`fenced_producer`]: `compression.type=lz4`, `partitioner=murmur2_random`
+//! (keys land on the partitions a Java client would pick) and `linger.ms=5`: the commit
+//! waits for whatever is queued at once, so linger only matters while the records of a
+//! transaction are being produced; a few milliseconds let them batch into few requests
+//! without adding noticeably to the commit. `PIPELINE_SINK_DEBUG` (for example
+//! `eos,msg,protocol`) sets librdkafka's `debug` contexts of this producer.
 //!
 //! The producer is a `BaseProducer` whose events only the sink thread serves: while
 //! committing, and once a second while idle (a `ThreadedProducer`'s polling thread
 //! alone cost about 0.7 % of a core in an idle job: rust-rdkafka's `poll` spins through
 //! the last millisecond of every 100 ms step). Before `commit_transaction` the sink
-//! thread waits for the transaction's delivery reports itself, checking every 0.2-2 ms:
+//! thread waits for the transaction's delivery reports
+//! ([`TransactionalProducer::await_deliveries`], checking every 0.2-2 ms):
 //! rust-rdkafka's `commit_transaction` first runs its own flush, which polls in steps of
 //! 100 ms that never end early, so every commit took at least 100 ms, idle or not
 //! (measured 103-107 ms for one-record transactions; 15-20 ms after this change).
@@ -70,12 +76,12 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, TrySendErr
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use eventbus::client::{self, TransactionalOptions};
 use eventbus::codec::{frame, validate_and_encode};
 use eventbus::dlq::DeadLetter;
 use eventbus::headers::{CloudEventAttributes, HeaderList, TraceParent};
-use eventbus::{ErrorClass, KafkaConfig};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use eventbus::kafka::BaseRecord;
+use eventbus::{BusMetrics, ErrorClass, KafkaSettings, TransactionalProducer, TxnError};
 use schemas::{Event, StockUpdated};
 use serde::{Deserialize, Serialize};
 use timely::dataflow::StreamVec;
@@ -85,7 +91,6 @@ use timely::scheduling::SyncActivator;
 
 use crate::config::{SinkConfig, TopicNames};
 use crate::error::PipelineError;
-use crate::kafka::JobContext;
 use crate::logic::{Diff, OrderId, OrderView, Sku, StockLevel};
 use crate::metrics::Metrics;
 use crate::progress::{EpochBinding, FORMAT, ProgressRecord};
@@ -311,36 +316,37 @@ pub(crate) fn sink_operator<'scope>(
 /// Creates the transactional producer and fences any previous incarnation of the job
 /// (`init_transactions`). Blocking; call before the workers start.
 pub(crate) fn fenced_producer(
-    kafka: &KafkaConfig,
+    kafka: &KafkaSettings,
     sink: &SinkConfig,
-) -> Result<BaseProducer<JobContext>, PipelineError> {
-    let mut config = kafka.client_config();
-    config
-        .set("client.id", format!("{}-sink", kafka.client_id))
-        .set("transactional.id", &sink.transactional_id)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("compression.type", "lz4")
-        .set("linger.ms", sink.linger_ms.to_string())
-        .set("partitioner", "murmur2_random")
-        .set(
-            "transaction.timeout.ms",
-            sink.transaction_timeout_ms.to_string(),
-        )
-        .set("statistics.interval.ms", "0");
-    for (key, value) in &kafka.extra {
-        config.set(key, value);
-    }
+) -> Result<TransactionalProducer, PipelineError> {
+    let mut tuning = client::tuning([
+        // Small batches of keyed Avro records compress well, and lz4 costs little CPU.
+        ("compression.type", "lz4".to_owned()),
+        // Batch a transaction's records into few requests; the commit does not wait for
+        // linger (see the module docs for why 5 ms).
+        ("linger.ms", sink.linger_ms.to_string()),
+        // Keys land on the partitions a Java client would pick.
+        ("partitioner", "murmur2_random".to_owned()),
+    ]);
+    // librdkafka's debug contexts for this producer only (e.g. `eos,msg,protocol`), for
+    // investigating a slow or failing sink.
     if let Ok(debug) = std::env::var("PIPELINE_SINK_DEBUG") {
-        config.set("debug", debug);
+        tuning.insert("debug".to_owned(), debug);
     }
-    let producer: BaseProducer<JobContext> = config
-        .create_with_context(JobContext::new("sink"))
-        .map_err(|e| PipelineError::kafka("create sink producer", e))?;
+    let options = TransactionalOptions {
+        transactional_id: sink.transactional_id.clone(),
+        transaction_timeout: Duration::from_millis(sink.transaction_timeout_ms),
+        call_timeout: Duration::from_millis(sink.call_timeout_ms),
+        tuning,
+    };
+    let producer = TransactionalProducer::new(kafka, &options, "sink", BusMetrics::default())?;
     let started = Instant::now();
-    producer
-        .init_transactions(Duration::from_millis(sink.call_timeout_ms))
-        .map_err(|e| PipelineError::kafka("init_transactions (fencing the previous job)", e))?;
+    producer.init().map_err(|e| {
+        PipelineError::kafka(
+            "init_transactions (fencing the previous job)",
+            e.kafka_error().clone(),
+        )
+    })?;
     tracing::info!(
         transactional_id = %sink.transactional_id,
         took_ms = started.elapsed().as_millis() as u64,
@@ -351,7 +357,7 @@ pub(crate) fn fenced_producer(
 
 /// Everything the sink thread needs.
 pub(crate) struct SinkThread {
-    pub producer: BaseProducer<JobContext>,
+    pub producer: TransactionalProducer,
     pub commands: Receiver<SinkCommand>,
     pub acks: Sender<u64>,
     pub activator: Arc<Mutex<Option<SyncActivator>>>,
@@ -451,10 +457,6 @@ impl SinkThread {
         Ok(())
     }
 
-    fn timeout(&self) -> Duration {
-        Duration::from_millis(self.config.call_timeout_ms)
-    }
-
     /// Writes `group` in one transaction, redoing it after abortable failures.
     fn transact(&self, group: &[EpochOutput]) -> Result<(), PipelineError> {
         let last = group.last().map_or(0, |e| e.delta.epoch);
@@ -466,14 +468,18 @@ impl SinkThread {
         for attempt in 1..=ATTEMPTS {
             let error = match self.try_transact(group) {
                 Ok(()) => return Ok(()),
-                Err(e) => e,
+                Err(TxnError::Abortable(e)) => e,
+                // A newer incarnation owns the transactional id, or the producer cannot
+                // go on: nothing of this transaction becomes visible, and a restart's
+                // `init` cleans up.
+                Err(e @ (TxnError::Fenced(_) | TxnError::Fatal(_))) => {
+                    return Err(fail(format!("{e} (attempt {attempt})")));
+                }
             };
-            let (fatal, abortable) = match &error {
-                KafkaError::Transaction(e) => (e.is_fatal(), e.txn_requires_abort()),
-                _ => (false, true),
-            };
-            if fatal || attempt == ATTEMPTS {
-                let _ = self.producer.abort_transaction(self.timeout());
+            if let Err(e) = self.producer.abort() {
+                return Err(fail(format!("{error}; abort failed too: {e}")));
+            }
+            if attempt == ATTEMPTS {
                 return Err(fail(format!("{error} (attempt {attempt}, giving up)")));
             }
             tracing::warn!(
@@ -481,24 +487,21 @@ impl SinkThread {
                 attempt,
                 "sink transaction failed, redoing it: {error}"
             );
-            if abortable && let Err(e) = self.producer.abort_transaction(self.timeout()) {
-                return Err(fail(format!("{error}; abort failed too: {e}")));
-            }
             std::thread::sleep(Duration::from_millis(100 * u64::from(attempt)));
         }
         Err(fail("unreachable".into()))
     }
 
-    fn try_transact(&self, group: &[EpochOutput]) -> Result<(), KafkaError> {
+    fn try_transact(&self, group: &[EpochOutput]) -> Result<(), TxnError> {
         let started = Instant::now();
-        self.producer.begin_transaction()?;
+        self.producer.begin()?;
         let mut stock_records = 0u64;
         let mut dead_records = 0u64;
         for epoch in group {
             let time = epoch.delta.epoch;
             for change in &epoch.delta.stock {
                 let (value, headers) = self.encode_stock(change, time);
-                self.send(
+                self.producer.send(
                     BaseRecord::to(&self.topics.stock_updated)
                         .key(change.sku.as_bytes())
                         .payload(&value)
@@ -516,7 +519,7 @@ impl SinkThread {
                 if let Some(value) = &dead.value {
                     record = record.payload(value.as_slice());
                 }
-                self.send(record)?;
+                self.producer.send(record)?;
                 dead_records += 1;
             }
         }
@@ -538,15 +541,17 @@ impl SinkThread {
             committed_at_ms: crate::clock::now_ms(),
         };
         let bytes = progress.to_bytes();
-        self.send(
+        self.producer.send(
             BaseRecord::to(&self.topics.progress)
                 .partition(0)
                 .key("progress".as_bytes())
                 .payload(&bytes),
         )?;
         let produced = started.elapsed();
-        self.flush()?;
-        self.producer.commit_transaction(self.timeout())?;
+        // Every record acknowledged first, served here every 0.2-2 ms; then
+        // `commit_transaction` has nothing left to flush (see the module docs).
+        self.producer.await_deliveries()?;
+        self.producer.commit()?;
         tracing::debug!(
             epochs = group.len(),
             stock_records,
@@ -574,49 +579,9 @@ impl SinkThread {
     /// Serves the producer's queued events (delivery reports, errors, logs) without
     /// waiting.
     fn serve_events(&self) {
-        // `poll(ZERO)` serves at most one event; a delivery report covers a whole batch.
+        // `poll` serves at most one event; a delivery report covers a whole batch.
         for _ in 0..16 {
-            self.producer.poll(Duration::ZERO);
-        }
-    }
-
-    /// Waits until every record of the transaction is acknowledged, serving delivery
-    /// reports every 0.2 to 2 ms. rust-rdkafka's own flush, which `commit_transaction`
-    /// runs first, polls in steps of 100 ms that never end early, which would put a
-    /// 100 ms floor under every commit; after this wait it finds nothing to flush.
-    fn flush(&self) -> Result<(), KafkaError> {
-        let deadline = Instant::now() + self.timeout();
-        let mut pause = Duration::from_micros(200);
-        loop {
-            self.serve_events();
-            if self.producer.in_flight_count() == 0 {
-                break;
-            }
-            if Instant::now() > deadline {
-                return Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut));
-            }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(2));
-        }
-        Ok(())
-    }
-
-    /// Queues a record, waiting while librdkafka's queue is full.
-    fn send<K, P>(&self, mut record: BaseRecord<'_, K, P, ()>) -> Result<(), KafkaError>
-    where
-        K: rdkafka::message::ToBytes + ?Sized,
-        P: rdkafka::message::ToBytes + ?Sized,
-    {
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    record = back;
-                    self.serve_events();
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err((error, _)) => return Err(error),
-            }
+            self.producer.poll();
         }
     }
 

@@ -3,7 +3,8 @@
 //!
 //! # Two halves
 //!
-//! A **fetch thread** per worker owns an rdkafka consumer. It `assign()`s the worker's
+//! A **fetch thread** per worker owns an input reader (eventbus's
+//! [`client::reader`](eventbus::client::reader)). It `assign()`s the worker's
 //! partitions (no consumer-group rebalancing: partition `(t, p)` belongs to worker
 //! `(p + t) % peers` over all workers of all processes, see [`crate::clock::owner`]),
 //! reads `read_committed` from the beginning, decodes through the registry, and hands
@@ -68,12 +69,12 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use differential_dataflow::AsCollection;
+use eventbus::client::{self, ReaderOptions};
 use eventbus::headers::HeaderList;
-use eventbus::{ErrorClass, KafkaConfig, RegistryClient, RegistryConfig};
-use rdkafka::Message;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::BorrowedMessage;
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use eventbus::kafka::{
+    BaseConsumer, BorrowedMessage, Consumer, Message, Offset, TopicPartitionList,
+};
+use eventbus::{ErrorClass, KafkaSettings, RegistryClient, RegistryConfig};
 use serde::{Deserialize, Serialize};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::Capability;
@@ -85,7 +86,7 @@ use timely::scheduling::SyncActivator;
 use crate::clock::{Bindings, epoch_of, now_ms, owner};
 use crate::error::PipelineError;
 use crate::input::{Rejection, decode_input};
-use crate::kafka::JobContext;
+use crate::kafka;
 use crate::logic::{Diff, Events, InputEvent, Pos};
 use crate::metrics::Metrics;
 use crate::sink::SinkItem;
@@ -143,7 +144,7 @@ pub(crate) enum Fetched {
 
 /// Everything a fetch thread needs.
 pub(crate) struct FetchParams {
-    pub kafka: KafkaConfig,
+    pub kafka: KafkaSettings,
     pub registry: RegistryConfig,
     pub topics: [String; 5],
     pub service: String,
@@ -174,6 +175,36 @@ pub(crate) fn spawn_fetcher(
             let _ = fetcher.activator.activate();
             result
         })
+}
+
+/// The input reader of one worker: `assign()`ed partitions, `read_committed` (only
+/// records of committed transactions, in their order), nothing ever committed.
+fn input_reader(params: &FetchParams) -> Result<BaseConsumer, PipelineError> {
+    let mut settings = params
+        .kafka
+        .clone()
+        // One client per worker, named for it in broker logs and quotas.
+        .with_client_id(format!("{}-w{}", params.kafka.client_id, params.worker));
+    // The input-lag gauges' refresh interval is the source's setting (0: no gauges).
+    settings.statistics_interval_ms = params.statistics_interval_ms;
+    let options = ReaderOptions {
+        read_committed: true,
+        partition_eof: false,
+        // Only a label: partitions are assigned and no offset is ever committed (they
+        // live in the progress topic). The service name, because the ACLs grant the
+        // job's principal the groups prefixed with it.
+        group_id: Some(params.service.clone()),
+        statistics: params.statistics_interval_ms > 0,
+        tuning: client::tuning([
+            // Partitions are assigned from their beginning; should an offset ever be out
+            // of range (retention deleted it meanwhile), restart at the earliest record
+            // rather than librdkafka's default, the end, which would skip records.
+            ("auto.offset.reset", "earliest".to_owned()),
+        ]),
+    };
+    let context = kafka::context(&params.kafka, &format!("fetch-{}", params.worker))
+        .with_stats_hook(kafka::input_lag_hook(params.metrics.clone()));
+    client::reader(&settings, &options, context).map_err(PipelineError::Bus)
 }
 
 /// The fetch thread's bookkeeping.
@@ -223,37 +254,18 @@ impl Fetcher {
         // One registry client per thread: reqwest pools belong to the runtime that
         // opened them.
         let registry = RegistryClient::new(&params.registry)?;
-        let mut config = params.kafka.client_config();
-        config
-            .set(
-                "client.id",
-                format!("{}-w{}", params.kafka.client_id, params.worker),
-            )
-            // Only a label: partitions are assigned and no offset is ever committed (they
-            // live in the progress topic).
-            .set("group.id", &params.service)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("isolation.level", "read_committed")
-            .set("auto.offset.reset", "earliest")
-            .set(
-                "statistics.interval.ms",
-                params.statistics_interval_ms.to_string(),
-            );
-        for (key, value) in &params.kafka.extra {
-            config.set(key, value);
-        }
-        let context =
-            JobContext::with_lag(format!("fetch-{}", params.worker), params.metrics.clone());
-        let consumer: BaseConsumer<JobContext> = config
-            .create_with_context(context)
-            .map_err(|e| PipelineError::kafka("create input consumer", e))?;
+        let consumer = input_reader(params)?;
 
         // The worker's partitions, from metadata.
         let mut owned: Vec<(u8, i32)> = Vec::new();
         for (index, topic) in params.topics.iter().enumerate() {
             let topic_index = u8::try_from(index).unwrap_or(u8::MAX);
-            let count = partition_count(&consumer, topic)?;
+            let count = kafka::partition_count(&consumer, topic, Duration::from_secs(30))?
+                .ok_or_else(|| {
+                    PipelineError::Setup(format!(
+                        "input topic {topic} does not exist; create the topics from deploy/topics.toml (busctl topics apply)"
+                    ))
+                })?;
             for partition in 0..count {
                 if owner(topic_index, partition, params.peers) == params.worker {
                     owned.push((topic_index, partition));
@@ -356,7 +368,7 @@ impl Fetcher {
     /// hold it while other partitions still replay). `false` when the job is stopping.
     fn handle(
         &self,
-        consumer: &BaseConsumer<JobContext>,
+        consumer: &BaseConsumer,
         runtime: &tokio::runtime::Runtime,
         registry: &RegistryClient,
         params: &FetchParams,
@@ -502,24 +514,6 @@ fn dead_record(
     }
 }
 
-fn partition_count(consumer: &BaseConsumer<JobContext>, topic: &str) -> Result<i32, PipelineError> {
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(30))
-        .map_err(|e| PipelineError::kafka(format!("metadata of {topic}"), e))?;
-    let count = metadata
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic)
-        .filter(|t| t.error().is_none())
-        .map_or(0, |t| t.partitions().len());
-    if count == 0 {
-        return Err(PipelineError::Setup(format!(
-            "input topic {topic} does not exist; create the topics from deploy/topics.toml (busctl topics apply)"
-        )));
-    }
-    Ok(i32::try_from(count).unwrap_or(i32::MAX))
-}
-
 fn partition_list(params: &FetchParams, partitions: &[(u8, i32)]) -> TopicPartitionList {
     let mut tpl = TopicPartitionList::new();
     for (topic, partition) in partitions {
@@ -529,7 +523,7 @@ fn partition_list(params: &FetchParams, partitions: &[(u8, i32)]) -> TopicPartit
 }
 
 fn pause(
-    consumer: &BaseConsumer<JobContext>,
+    consumer: &BaseConsumer,
     params: &FetchParams,
     key: (u8, i32),
     paused: &mut Vec<(u8, i32)>,
@@ -543,7 +537,7 @@ fn pause(
     paused.push(key);
 }
 
-fn resume(consumer: &BaseConsumer<JobContext>, params: &FetchParams, paused: &mut Vec<(u8, i32)>) {
+fn resume(consumer: &BaseConsumer, params: &FetchParams, paused: &mut Vec<(u8, i32)>) {
     if paused.is_empty() {
         return;
     }

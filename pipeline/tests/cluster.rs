@@ -38,7 +38,9 @@ async fn views_and_topic_equal_the_model_in(env: &Env) -> Result<(), BoxError> {
     let started = Instant::now();
     let workload = workload(SEED, ORDERS, SKUS, env);
     let (http, grpc) = (free_addr(), free_addr());
-    let config = env.config(2, http, grpc);
+    let mut config = env.config(2, http, grpc);
+    // Input-lag gauges every second (the default is every 5 s), checked below.
+    config.source.statistics_interval_ms = 1_000;
     let shutdown = pipeline::Shutdown::new();
     let job = {
         let shutdown = shutdown.clone();
@@ -131,6 +133,30 @@ async fn views_and_topic_equal_the_model_in(env: &Env) -> Result<(), BoxError> {
         workload.garbage() as f64,
         "{text}"
     );
+    // The input readers' statistics hook: a gauge for every input partition (the two
+    // workers' readers together), and every one at zero once the job caught up.
+    let partitions = env.names.inputs.len() * 6;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let text = reqwest::get(format!("http://{http}/metrics"))
+            .await?
+            .text()
+            .await?;
+        let lags: Vec<f64> = text
+            .lines()
+            .filter(|l| l.starts_with("pipeline_input_lag{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .collect();
+        if lags.len() == partitions && lags.iter().all(|lag| *lag == 0.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "input lag gauges: {} of {partitions}, {lags:?}",
+            lags.len()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 
     shutdown.trigger();
     job.await??;

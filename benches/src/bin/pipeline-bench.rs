@@ -38,18 +38,20 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use benches::client::{Api, Client};
-use benches::floor::{EndToEnd, ProducerPerf, end_to_end_latency, producer_performance};
+use benches::floor::{
+    EndToEnd, ProducerPerf, ToolConnection, end_to_end_latency, producer_performance,
+};
 use benches::load::{Counters, OrderMix, Pace, Run, Skus, open_loop, unique_index, unique_sku};
 use benches::scenario::GatewayRules;
 use benches::stack::Stack;
 use benches::stats::Summary;
 use clap::{Parser, ValueEnum};
 use eventbus::admin::{Admin, TopicList};
-use eventbus::{KafkaConfig, RegistryClient, RegistryConfig};
+use eventbus::client::{self, GroupOptions};
+use eventbus::context::BusContext;
+use eventbus::kafka::{Consumer, Message, Offset, TopicPartitionList};
+use eventbus::{KafkaSettings, RegistryClient, RegistryConfig};
 use futures::StreamExt;
-use rdkafka::Message;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use schemas::{Event, OrderCreated, OrderLine, StockUpdated};
 use serde::Serialize;
 use serde_json::json;
@@ -278,14 +280,15 @@ fn order_record_size(mix: &OrderMix) -> usize {
 }
 
 async fn run_floor(
-    kafka: &KafkaConfig,
+    kafka: &KafkaSettings,
     plan: &Plan,
     run: &str,
     record_size: usize,
 ) -> anyhow::Result<Floor> {
     let pp_topic = format!("bench-floor-pp-{run}");
     let e2e_topic = format!("bench-floor-e2e-{run}");
-    let admin = Admin::new(&kafka.bootstrap, &Default::default())?;
+    let admin = Admin::new(kafka)?;
+    let tools = ToolConnection::for_settings(kafka)?;
     let list = TopicList::parse(&format!(
         "[defaults]\nreplication_factor = 3\n[defaults.config]\n\"min.insync.replicas\" = \"2\"\n\
          [[topic]]\nname = \"{pp_topic}\"\npartitions = 6\n[[topic]]\nname = \"{e2e_topic}\"\npartitions = 6\n"
@@ -301,14 +304,10 @@ async fn run_floor(
             plan.producer_records
         );
         let pp = {
-            let (b, t, n) = (
-                kafka.bootstrap.clone(),
-                pp_topic.clone(),
-                plan.producer_records,
-            );
+            let (c, t, n) = (tools.clone(), pp_topic.clone(), plan.producer_records);
             tokio::task::spawn_blocking(move || {
                 producer_performance(
-                    &b,
+                    &c,
                     &t,
                     n,
                     record_size,
@@ -326,8 +325,8 @@ async fn run_floor(
             plan.e2e_records
         );
         let e2e = {
-            let (b, t, n) = (kafka.bootstrap.clone(), e2e_topic.clone(), plan.e2e_records);
-            tokio::task::spawn_blocking(move || end_to_end_latency(&b, &t, n, record_size, "all"))
+            let (c, t, n) = (tools.clone(), e2e_topic.clone(), plan.e2e_records);
+            tokio::task::spawn_blocking(move || end_to_end_latency(&c, &t, n, record_size, "all"))
                 .await??
         };
         eprintln!(
@@ -457,21 +456,23 @@ impl Matcher {
 /// Starts the read_committed consumer on a thread of its own (with its own runtime) and
 /// returns once all partitions are assigned.
 fn start_matcher(
-    kafka: &KafkaConfig,
+    kafka: &KafkaSettings,
     topic: String,
     matcher: Arc<Matcher>,
     fetch_wait_ms: u64,
 ) -> anyhow::Result<std::thread::JoinHandle<()>> {
-    let mut config = kafka.client_config();
-    config
-        .set(
-            "group.id",
-            format!("pipeline-bench-{}", uuid::Uuid::new_v4().simple()),
-        )
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .set("fetch.wait.max.ms", fetch_wait_ms.to_string())
-        .set("statistics.interval.ms", "0");
+    // A read_committed stream consumer that is only `assign()`ed (below, from the
+    // beginning): it never joins its group and never commits.
+    let mut options =
+        GroupOptions::new(format!("pipeline-bench-{}", uuid::Uuid::new_v4().simple()));
+    options.read_committed = true;
+    options.tuning = client::tuning([
+        // The most the reader adds to a measured latency (`--fetch-wait-ms`).
+        ("fetch.wait.max.ms", fetch_wait_ms.to_string()),
+        // No statistics: they only feed a group lag gauge, and there are no group offsets.
+        ("statistics.interval.ms", "0".to_owned()),
+    ]);
+    let kafka = kafka.clone();
     let registry = RegistryClient::new(&RegistryConfig::from_env())?;
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
     let handle = std::thread::Builder::new()
@@ -488,7 +489,12 @@ fn start_matcher(
                 }
             };
             rt.block_on(async move {
-                let consumer: StreamConsumer = match config.create() {
+                let context = BusContext::new(
+                    "pipeline-bench/stock-updated",
+                    None,
+                    eventbus::BusMetrics::default(),
+                );
+                let consumer = match client::group_consumer(&kafka, &options, context) {
                     Ok(c) => c,
                     Err(e) => {
                         let _ = ready_tx.send(Err(format!("consumer: {e}")));
@@ -1185,7 +1191,7 @@ async fn main() -> anyhow::Result<()> {
         declined_customers: Vec::new(),
     });
     let record_size = order_record_size(&mix);
-    let kafka = KafkaConfig::from_env();
+    let kafka = benches::cluster::kafka_settings();
     eprintln!(
         "pipeline-bench ({:?} mode): loads {:?} orders/s × {} s, order.created records of {record_size} B; machine load {}",
         args.mode,

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use benches::floor::producer_performance;
+use benches::floor::{ToolConnection, producer_performance};
 use benches::stats::Summary;
 use clap::Parser;
 use eventbus::admin::{Admin, TopicList};
@@ -59,12 +59,18 @@ fn order(rng: &mut impl Rng) -> OrderCreated {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let config = BusConfig::from_env();
+    // Connects as the principal of `KAFKA_CLIENT_CONFIG` or, after `make up`, as admin
+    // (benches::cluster); ProducerPerformance with the same TLS and SCRAM settings.
+    let config = BusConfig {
+        kafka: benches::cluster::kafka_settings(),
+        ..BusConfig::from_env()
+    };
+    let tools = ToolConnection::for_settings(&config.kafka)?;
     let run = uuid::Uuid::new_v4().simple().to_string();
     let ours = format!("bench-publish-{run}");
     let floor = format!("bench-floor-{run}");
 
-    let admin = Admin::new(&config.kafka.bootstrap, &Default::default())?;
+    let admin = Admin::new(&config.kafka)?;
     let list = TopicList::parse(&format!(
         "[defaults]\nreplication_factor = 3\n[defaults.config]\n\"min.insync.replicas\" = \"2\"\n\
          [[topic]]\nname = \"{ours}\"\npartitions = {p}\n[[topic]]\nname = \"{floor}\"\npartitions = {p}\n",
@@ -126,12 +132,11 @@ async fn main() -> anyhow::Result<()> {
         "running Kafka's ProducerPerformance with {} records of {record_size} B ...",
         args.events
     );
-    let cfg = &config.kafka.bootstrap;
     let perf = tokio::task::spawn_blocking({
-        let (cfg, floor) = (cfg.clone(), floor.clone());
+        let floor = floor.clone();
         move || {
             producer_performance(
-                &cfg,
+                &tools,
                 &floor,
                 args.events,
                 record_size,

@@ -17,6 +17,12 @@
 //! including unknown routes (404) and methods (405). A replayed answer (same
 //! `Idempotency-Key`, same request) has the first answer's status and body, plus the
 //! header `Idempotent-Replayed: true`.
+//!
+//! With API keys configured (`[security] api_keys`), every route but `/healthz`,
+//! `/readyz` and `/metrics` needs `Authorization: Bearer <key>`; without one the answer
+//! is 401 with `WWW-Authenticate: Bearer` and a problem document of type
+//! `/problems/unauthorized` (`servicekit::auth`). Refusals are counted in the request
+//! metrics like any other answer.
 
 pub mod dto;
 pub mod extract;
@@ -35,6 +41,8 @@ use tokio::sync::watch;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
+
+use servicekit::ApiKeys;
 
 use crate::commands::{Channel, Commands, RequestContext};
 use crate::metrics::Metrics;
@@ -89,11 +97,13 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 /// The complete router: the API, the operational endpoints, fallbacks and middleware.
+/// `keys` guards every route but the operational ones (empty: no authentication).
 pub fn router(
     commands: Arc<Commands>,
     metrics: Metrics,
     ready: watch::Receiver<ReadyReport>,
     body_limit: usize,
+    keys: &ApiKeys,
 ) -> Router {
     let (api, doc) = api();
     let openapi = Arc::new(doc.to_pretty_json().unwrap_or_else(|_| "{}".to_owned()));
@@ -111,6 +121,8 @@ pub fn router(
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(Extension(BodyLimit(body_limit)))
+        // Inside `track`, so that refusals are counted; before any body is read.
+        .layer(keys.layer())
         .layer(middleware::from_fn_with_state(metrics, track))
         // Request spans and outcomes at DEBUG: the causes of 5xx answers are logged by
         // the service itself, at WARN (retriable) or ERROR (setup faults).

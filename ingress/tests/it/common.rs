@@ -5,13 +5,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use eventbus::kafka::{Headers as _, Message as _, OwnedMessage};
 use eventbus::testkit::{TestCluster, eventually};
 use ingress::config::{Config, TopicsConfig};
 use ingress::proto::inventory_admin_service_client::InventoryAdminServiceClient;
 use ingress::proto::order_service_client::OrderServiceClient;
 use ingress::{IngressError, Listeners};
-use rdkafka::Message as _;
-use rdkafka::message::{Headers as _, OwnedMessage};
 use schemas::{Event, OrderCreated, OrderUpdated, StockAdjusted};
 use serde_json::Value;
 use tokio::net::TcpListener;
@@ -78,6 +77,8 @@ impl TestEnv {
     pub fn config(&self) -> Config {
         let mut config = Config::from_env().expect("config");
         config.kafka.bootstrap = self.cluster.kafka.bootstrap.clone();
+        // The cluster's credentials (the admin principal's config on the secure cluster).
+        config.kafka.client_config_file = self.cluster.kafka.client_config_file.clone();
         config.registry.url = self.cluster.registry.url.clone();
         config.topics = self.topics.clone();
         config.readiness.interval = Duration::from_millis(200);

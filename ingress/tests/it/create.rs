@@ -1,11 +1,11 @@
 //! Orders over REST and gRPC end up as Avro events on Kafka, with CloudEvents headers,
 //! and the answer comes only after the acknowledgement.
 
+use eventbus::kafka::Message as _;
 use ingress::proto::{
     AdjustStockRequest, CancelOrderRequest, CreateOrderRequest, OrderLine, OrderStatus,
     UpdateOrderRequest,
 };
-use rdkafka::Message as _;
 use schemas::{OrderChangeKind, OrderCreated, OrderUpdated, StockAdjusted};
 use serde_json::{Value, json};
 use uuid::Uuid;

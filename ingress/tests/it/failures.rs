@@ -82,6 +82,9 @@ async fn kafka_unreachable_is_503_with_retry_after_and_the_retry_is_safe() {
     let env = TestEnv::new().await;
     let mut config = env.config();
     config.kafka.bootstrap = closed_port().to_string();
+    // A client config file's bootstrap wins over `bootstrap`: without it, nothing points
+    // the instance at the real cluster.
+    config.kafka.client_config_file = None;
     config.publish.deadline = Duration::from_millis(1500);
     config.publish.retry_after = Duration::from_secs(2);
     config.producer.delivery_timeout_ms = 1500;

@@ -4,11 +4,11 @@
 
 use std::time::Duration;
 
+use eventbus::kafka::Message as _;
 use eventbus::testkit::eventually;
 use ingress::idempotency::{FINGERPRINT_HEADER, KEY_HEADER, SCOPE_HEADER, Scope, order_id_for};
 use ingress::proto::{CreateOrderRequest, OrderLine};
 use ingress::validation::IdempotencyKey;
-use rdkafka::Message as _;
 use schemas::OrderCreated;
 use serde_json::Value;
 use tonic::Code;
@@ -30,7 +30,7 @@ async fn post_order(app: &TestApp, customer: &str, key: &str) -> (u16, Option<St
 
 /// Waits a moment, then returns the records of the order created topic: a second event
 /// would have had time to arrive.
-async fn settled_created(env: &TestEnv) -> Vec<rdkafka::message::OwnedMessage> {
+async fn settled_created(env: &TestEnv) -> Vec<eventbus::kafka::OwnedMessage> {
     tokio::time::sleep(Duration::from_millis(300)).await;
     env.records(&env.topics.order_created).await
 }

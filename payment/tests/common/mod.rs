@@ -11,109 +11,38 @@ use std::time::{Duration, Instant};
 
 use eventbus::codec::decode;
 use eventbus::headers::HeaderList;
+use eventbus::kafka::{Message, OwnedMessage};
 use eventbus::testkit::TestCluster;
 use eventbus::{Jitter, Producer, PublishOptions, RetryPolicy};
 use payment::config::{Topics, TopicsConfig};
 use payment::{ChargeRequest, Config, GatewayError, PaymentGateway, SimulatedGatewayConfig};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use rdkafka::Message;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::OwnedMessage;
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use schemas::{OrderCreated, OrderLine, PaymentCompleted, PaymentFailed};
 use uuid::Uuid;
 
-/// Every record of `topic` that exists now, by partition then offset.
-///
-/// eventbus's `testkit::read_all` assigns partitions without a `group.id`, which
-/// librdkafka refuses ("Local: Unknown group"); this is the same bounded read with a
-/// throw-away group id (assigned, never joined, nothing committed).
+/// Every record of `topic` that exists now, by partition then offset (eventbus's
+/// bounded read: assigned, never joined, nothing committed).
 pub async fn read_all(env: &Env, topic: &str, read_committed: bool) -> Vec<OwnedMessage> {
-    let kafka = env.cluster.kafka.clone();
-    let topic = topic.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer<Quiet> = kafka
-            .client_config()
-            .set("group.id", format!("reader-{}", Uuid::new_v4()))
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "true")
-            .set("statistics.interval.ms", "0")
-            .set(
-                "isolation.level",
-                if read_committed {
-                    "read_committed"
-                } else {
-                    "read_uncommitted"
-                },
-            )
-            .create_with_context(Quiet)
-            .unwrap();
-        let timeout = Duration::from_secs(10);
-        let metadata = consumer.fetch_metadata(Some(&topic), timeout).unwrap();
-        let partitions: Vec<i32> = metadata.topics()[0]
-            .partitions()
-            .iter()
-            .map(|p| p.id())
-            .collect();
-        let mut ends = HashMap::new();
-        let mut tpl = TopicPartitionList::new();
-        for p in partitions {
-            let (low, high) = consumer.fetch_watermarks(&topic, p, timeout).unwrap();
-            if low < high {
-                tpl.add_partition_offset(&topic, p, Offset::Offset(low))
-                    .unwrap();
-                ends.insert(p, high);
-            }
-        }
-        let mut records = Vec::new();
-        if ends.is_empty() {
-            return records;
-        }
-        consumer.assign(&tpl).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !ends.is_empty() {
-            assert!(Instant::now() < deadline, "reading {topic} timed out");
-            match consumer.poll(Duration::from_millis(500)) {
-                None => {}
-                Some(Ok(m)) => {
-                    let p = m.partition();
-                    if let Some(end) = ends.get(&p).copied() {
-                        if m.offset() < end {
-                            records.push(m.detach());
-                        }
-                        if m.offset() + 1 >= end {
-                            ends.remove(&p);
-                        }
-                    }
-                }
-                Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
-                    ends.remove(&p);
-                }
-                Some(Err(e)) => panic!("reading {topic}: {e}"),
-            }
-        }
-        records.sort_by_key(|m| (m.partition(), m.offset()));
-        records
-    })
-    .await
-    .unwrap()
+    env.cluster
+        .read_all(topic, read_committed)
+        .await
+        .unwrap_or_else(|e| panic!("reading {topic}: {e}"))
 }
 
-/// A client context that does not log the end-of-partition events the readers ask for.
-pub struct Quiet;
-
-impl rdkafka::client::ClientContext for Quiet {
-    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
-        if !matches!(error, rdkafka::error::KafkaError::PartitionEOF(_))
-            && error.rdkafka_error_code() != Some(rdkafka::error::RDKafkaErrorCode::PartitionEOF)
-        {
-            tracing::warn!("{error}: {reason}");
-        }
+/// The environment a spawned `payment` binary needs to reach the test's cluster as the
+/// tests' principal: the bootstrap, and the client config file (credentials, CA) when
+/// the cluster is secured (`KAFKA_CLIENT_CONFIG`, and the service's own key for it).
+pub fn kafka_env(env: &Env) -> Vec<(&'static str, String)> {
+    let kafka = &env.cluster.kafka;
+    let mut vars = vec![("KAFKA_BOOTSTRAP", kafka.bootstrap.clone())];
+    if let Some(file) = &kafka.client_config_file {
+        let file = file.display().to_string();
+        vars.push(("KAFKA_CLIENT_CONFIG", file.clone()));
+        vars.push(("PAYMENT__KAFKA__CLIENT_CONFIG_FILE", file));
     }
+    vars
 }
-
-impl rdkafka::consumer::ConsumerContext for Quiet {}
 
 /// The amount limit of the tests' gateways, in minor units.
 pub const LIMIT: i64 = 100_000;
@@ -295,40 +224,17 @@ impl Env {
 
     /// High watermarks minus the group's committed offsets, summed over partitions.
     pub async fn group_lag(&self, group: &str) -> i64 {
-        let kafka = self.cluster.kafka.clone();
-        let topic = self.topics.order_created.clone();
-        let partitions = self.partitions;
-        let group = group.to_owned();
-        tokio::task::spawn_blocking(move || {
-            let consumer: BaseConsumer = kafka
-                .client_config()
-                .set("group.id", &group)
-                .set("isolation.level", "read_committed")
-                .set("statistics.interval.ms", "0")
-                .create()
-                .unwrap();
-            let mut tpl = TopicPartitionList::new();
-            for p in 0..partitions {
-                tpl.add_partition(&topic, p);
-            }
-            let committed = consumer
-                .committed_offsets(tpl, Duration::from_secs(10))
-                .unwrap();
-            let mut lag = 0;
-            for e in committed.elements() {
-                let (_, high) = consumer
-                    .fetch_watermarks(&topic, e.partition(), Duration::from_secs(10))
-                    .unwrap();
-                let done = match e.offset() {
-                    Offset::Offset(o) => o,
-                    _ => 0,
-                };
-                lag += high - done;
-            }
-            lag
-        })
-        .await
-        .unwrap()
+        let topic = &self.topics.order_created;
+        let high: HashMap<i32, i64> = eventbus::reader::high_watermarks(&self.cluster.kafka, topic)
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
+        let committed = self.cluster.committed_offsets(group, topic).await.unwrap();
+        committed
+            .into_iter()
+            .map(|(p, done)| high.get(&p).copied().unwrap_or(0) - done.unwrap_or(0))
+            .sum()
     }
 }
 

@@ -32,8 +32,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use eventbus::admin::{Admin, TopicList, TopicSpec};
 use eventbus::codec::frame;
 use eventbus::headers::HeaderList;
+use eventbus::kafka::Message;
 use eventbus::reader::high_watermarks;
 use eventbus::testkit::TestCluster;
 use eventbus::{Producer, PublishOptions};
@@ -47,9 +49,6 @@ use pipeline::{PipelineConfig, progress};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
-use rdkafka::Message;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use schemas::{
     Event, OrderCreated, OrderLine, OrderUpdated, PaymentCompleted, PaymentFailed, StockAdjusted,
     StockUpdated, order_total,
@@ -68,7 +67,7 @@ pub struct Env {
     pub prefix: String,
     pub order_created_id: u32,
     pub stock_adjusted_id: u32,
-    admin: AdminClient<DefaultClientContext>,
+    admin: Admin,
     created: Vec<String>,
 }
 
@@ -86,7 +85,7 @@ impl Env {
             ..PipelineConfig::default()
         };
         let names = config.topic_names();
-        let admin: AdminClient<DefaultClientContext> = cluster.kafka.client_config().create()?;
+        let admin = Admin::new(&cluster.kafka)?;
         type Spec = (String, i32, Vec<(&'static str, &'static str)>);
         let mut specs: Vec<Spec> = names
             .inputs
@@ -100,21 +99,25 @@ impl Env {
         ));
         specs.push((names.progress.clone(), 1, vec![("retention.ms", "-1")]));
         specs.push((names.dlq.clone(), 3, vec![]));
-        let new_topics: Vec<NewTopic<'_>> = specs
-            .iter()
-            .map(|(name, p, config)| {
-                let mut t = NewTopic::new(name, *p, TopicReplication::Fixed(3))
-                    .set("min.insync.replicas", "2");
-                for (k, v) in config {
-                    t = t.set(k, v);
-                }
-                t
-            })
-            .collect();
-        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-        for result in admin.create_topics(new_topics.iter(), &options).await? {
-            result.map_err(|(t, code)| format!("create {t}: {code}"))?;
-        }
+        let list = TopicList {
+            topics: specs
+                .iter()
+                .map(|(name, p, config)| {
+                    let mut config: BTreeMap<String, String> = config
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                        .collect();
+                    config.insert("min.insync.replicas".into(), "2".into());
+                    Ok(TopicSpec {
+                        name: name.clone(),
+                        partitions: usize::try_from(*p)?,
+                        replication_factor: 3,
+                        config,
+                    })
+                })
+                .collect::<Result<_, BoxError>>()?,
+        };
+        admin.apply(&list).await?;
         let created: Vec<String> = specs.iter().map(|(n, _, _)| n.clone()).collect();
         for (name, p, _) in &specs {
             let deadline = Instant::now() + Duration::from_secs(30);
@@ -179,7 +182,7 @@ impl Env {
     /// Deletes the topics and subjects.
     pub async fn cleanup(&self) {
         let names: Vec<&str> = self.created.iter().map(String::as_str).collect();
-        let _ = self.admin.delete_topics(&names, &AdminOptions::new()).await;
+        let _ = self.admin.delete_topics(&names).await;
         self.cluster.cleanup().await;
     }
 }
@@ -1009,7 +1012,13 @@ impl Job {
         vars: &[(&str, &str)],
     ) -> Result<Job, BoxError> {
         let file = std::fs::File::create(log)?;
-        let child = Command::new(env!("CARGO_BIN_EXE_pipeline"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_pipeline"));
+        // The cluster's address and the test principal's credentials (`admin`, from
+        // KAFKA_CLIENT_CONFIG or `.run/secrets/admin.conf`), as the tests connect.
+        if let Some(file) = &env.cluster.kafka.client_config_file {
+            command.env(eventbus::config::CLIENT_CONFIG_ENV, file);
+        }
+        let child = command
             .args(args)
             .envs(vars.iter().copied())
             .env("KAFKA_BOOTSTRAP", &env.cluster.kafka.bootstrap)

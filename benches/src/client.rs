@@ -365,7 +365,7 @@ impl Client {
     }
 }
 
-/// The DESIGN.md name of a proto order status.
+/// The docs/design.md name of a proto order status.
 pub fn status_name(status: i32) -> &'static str {
     match proto::OrderStatus::try_from(status) {
         Ok(proto::OrderStatus::Created) => "CREATED",

@@ -248,7 +248,7 @@ impl TopicsConfig {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ConsumerSettings {
-    /// `group.id` before the prefix: `payment-service` (DESIGN.md).
+    /// `group.id` before the prefix: `payment-service` (docs/design.md).
     pub group_id: String,
     /// Use static membership (`group.instance.id` = the transactional id): a restarted
     /// replica gets its partitions back without a rebalance. The price: a replica that

@@ -16,7 +16,7 @@
 //!   partition whatever partitioner the order's producer used, and
 //!   [`crate::settled`] knows exactly which outcome partitions to read to find an
 //!   order's outcome.
-//! - **Key**: the order id, as DESIGN.md says for payment topics.
+//! - **Key**: the order id, as docs/design.md says for payment topics.
 //! - **Event id** (`ce_id`, `event_id`): a name-based UUID (v5) of the order id and the
 //!   event type. An outcome that is produced again (after an aborted transaction) has
 //!   the same id, so any consumer that deduplicates by event id sees one event.

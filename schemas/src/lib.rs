@@ -222,7 +222,7 @@ pub trait Event: Sized + Send + Sync + 'static {
     fn schema() -> &'static Schema;
     /// The newest schema's text as registered in the registry (compact JSON of the .avsc).
     fn schema_text() -> &'static str;
-    /// The Kafka key: order id or SKU (see DESIGN.md's topic table).
+    /// The Kafka key: order id or SKU (see docs/design.md's topic table).
     fn key(&self) -> String;
     /// The event's own id (UUID), used as CloudEvents `ce_id`.
     fn event_id(&self) -> String;

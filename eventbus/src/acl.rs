@@ -70,6 +70,18 @@ pub struct Resource {
     pub pattern: PatternType,
 }
 
+/// A word in `deploy/acls.toml` that names no resource type, pattern type or operation.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} `{given}` (expected one of: {expected})")]
+pub struct UnknownSpelling {
+    /// What kind of word it should have been, e.g. `operation`.
+    pub what: &'static str,
+    /// The word in the file.
+    pub given: String,
+    /// The accepted spellings, comma-separated.
+    pub expected: String,
+}
+
 /// Declares an enum whose variants have a spelling in `deploy/acls.toml` (Strimzi's) and
 /// one in Kafka's Java API (the enum constant `AclSync.java` reads).
 macro_rules! spelled_enum {
@@ -95,14 +107,14 @@ macro_rules! spelled_enum {
             }
 
             /// Parses the file spelling (exact, case-sensitive).
-            pub fn parse(s: &str) -> Result<Self, String> {
+            pub fn parse(s: &str) -> Result<Self, UnknownSpelling> {
                 match s {
                     $($file => Ok($name::$variant),)+
-                    _ => Err(format!(
-                        "unknown {} `{s}` (expected one of: {})",
-                        $what,
-                        Self::ALL.iter().map(|v| v.as_str()).collect::<Vec<_>>().join(", ")
-                    )),
+                    _ => Err(UnknownSpelling {
+                        what: $what,
+                        given: s.to_owned(),
+                        expected: Self::ALL.iter().map(|v| v.as_str()).collect::<Vec<_>>().join(", "),
+                    }),
                 }
             }
         }
@@ -380,10 +392,10 @@ impl AclFile {
 }
 
 fn validate_acl(raw: RawAcl) -> Result<Acl, String> {
-    let kind = ResourceType::parse(&raw.resource.kind)?;
+    let kind = ResourceType::parse(&raw.resource.kind).map_err(|e| e.to_string())?;
     let pattern = match &raw.resource.pattern_type {
         None => PatternType::Literal,
-        Some(p) => PatternType::parse(p)?,
+        Some(p) => PatternType::parse(p).map_err(|e| e.to_string())?,
     };
     let name = raw.resource.name;
     check_resource_name(kind, pattern, &name)?;
@@ -392,7 +404,7 @@ fn validate_acl(raw: RawAcl) -> Result<Acl, String> {
     }
     let mut operations = Vec::with_capacity(raw.operations.len());
     for op in &raw.operations {
-        let op = Operation::parse(op)?;
+        let op = Operation::parse(op).map_err(|e| e.to_string())?;
         if !kind.valid_operations().contains(&op) {
             return Err(format!(
                 "operation `{op}` does not apply to a {kind} (valid: {})",

@@ -54,17 +54,6 @@ pub const PROTECTED_KEYS: &[&str] = &[
     "enable.auto.offset.store",
 ];
 
-/// Properties of a client config file that [`Security`] and the bootstrap take.
-const SECURITY_KEYS: &[&str] = &[
-    "bootstrap.servers",
-    "security.protocol",
-    "sasl.mechanism",
-    "sasl.mechanisms",
-    "sasl.username",
-    "sasl.password",
-    "ssl.ca.location",
-];
-
 /// How to reach the Kafka cluster; shared by every client of a service.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -270,7 +259,6 @@ impl KafkaSettings {
                 "sasl.password" => self.security.password = Some(SecretString::from(value)),
                 "ssl.ca.location" => self.security.ca_location = Some(PathBuf::from(value)),
                 _ => {
-                    debug_assert!(!SECURITY_KEYS.contains(&key.as_str()));
                     self.extra.insert(key, value);
                 }
             }
@@ -283,7 +271,6 @@ impl KafkaSettings {
     pub(crate) fn connection_properties(&self) -> Vec<(&'static str, String)> {
         let mut out = vec![
             ("bootstrap.servers", self.bootstrap.clone()),
-            ("client.id", self.client_id.clone()),
             (
                 "security.protocol",
                 self.security.protocol.as_str().to_owned(),

@@ -3,7 +3,8 @@
 # Apicurio Registry, assembled from Maven Central because our machines have no Docker engine.
 #
 #   platform.sh up       fetch what is missing, make secrets, format once, start, wait until
-#                        ready, apply topics and ACLs, start the registry and the services
+#                        ready, apply topics and ACLs, start the registry, the monitoring
+#                        stack (deploy/local/observability.sh) and the services
 #   platform.sh down     stop exactly what `up` started (by pid), data kept
 #   platform.sh status   processes, brokers, controller quorum, under-replicated partitions, registry
 #   platform.sh clean    down, then wipe data, logs and secrets (the jar cache is kept)
@@ -57,6 +58,10 @@ profile_dir() { echo "$TARGET_DIR/$([[ $CARGO_PROFILE == dev ]] && echo debug ||
 KAFKA_VERSION="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$HERE/pom.xml")"
 APICURIO_VERSION="$(sed -n 's:.*<apicurio.version>\(.*\)</apicurio.version>.*:\1:p' "$HERE/pom.xml")"
 
+# The monitoring stack (Prometheus, dashboards, log store) and the brokers' JMX agent.
+# shellcheck source=deploy/local/observability.sh
+source "$HERE/observability.sh"
+
 say() { printf '\033[1m[platform]\033[0m %s\n' "$*"; }
 warn() { printf '\033[1;33m[platform] %s\033[0m\n' "$*"; }
 die() { printf '\033[1;31m[platform] error:\033[0m %s\n' "$*" >&2; exit 1; }
@@ -87,6 +92,7 @@ fetch() {
     [[ -f "$APICURIO_HOME/quarkus-run.jar" ]] || die "Apicurio tarball has no quarkus-run.jar"
     touch "$APICURIO_HOME/.complete-$APICURIO_VERSION"
   fi
+  jmx_fetch
 }
 
 # busctl ARGS...: the operator tool, as User:admin (KAFKA_CLIENT_CONFIG=admin.conf).
@@ -431,7 +437,7 @@ start_kafka() {
     if alive "kafka-$n"; then continue; fi
     render_node "$n"
     launch "kafka-$n" "$RUN_DIR/logs/kafka-$n/stdout.log" \
-      java "${JAVA_COMMON[@]}" -Xms512m -Xmx512m \
+      java "${JAVA_COMMON[@]}" -Xms512m -Xmx512m "$(jmx_agent "$n")" -Dorderpipeline.service="kafka-$n" \
       -Dlog4j2.configurationFile="$HERE/log4j2.properties" -Dkafka.logs.dir="$RUN_DIR/logs/kafka-$n" \
       -Dorderpipeline.run="$RUN_DIR" -cp "$KAFKA_LIBS/*" kafka.Kafka "$RUN_DIR/conf/kafka-$n.properties"
     started=1
@@ -558,10 +564,12 @@ start_services() {
         die "$SECRETS/$name.conf is missing: $name has no Kafka principal (platform.sh PRINCIPALS)"
       # Each service connects as its own principal (KAFKA_CLIENT_CONFIG=<name>.conf).
       # ORDERPIPELINE_RUN marks the process as ours. A service's local settings, if any,
-      # come from deploy/local/services/<name>.toml.
+      # come from deploy/local/services/<name>.toml. Logs are JSON lines, which vlagent
+      # ships to VictoriaLogs (order_id, trace_id, topic, ... become searchable fields).
       local cfg=() upper; upper="$(tr '[:lower:]' '[:upper:]' <<<"$name")"
       [[ -f "$HERE/services/$name.toml" ]] && cfg=("${upper}_CONFIG=$HERE/services/$name.toml")
       launch "$name" "$RUN_DIR/logs/$name/$name.log" env ORDERPIPELINE_RUN="$RUN_DIR" "${cfg[@]}" \
+        "${upper}__TELEMETRY__FORMAT=json" \
         KAFKA_CLIENT_CONFIG="$SECRETS/$name.conf" \
         KAFKA_BOOTSTRAP="$BOOTSTRAP" REGISTRY_URL="$REGISTRY_URL" "$bin"
     fi
@@ -594,6 +602,7 @@ up() {
   apply_acls
   start_registry
   register_schemas
+  obs_up
   [[ "${PLATFORM_ONLY:-0}" == 1 ]] || start_services
   say "up in $((SECONDS - t0)) s; logs in $RUN_DIR/logs"
   if [[ "$MODE" == sasl_ssl ]]; then
@@ -610,6 +619,7 @@ up() {
     alive payment && echo "  payment            http://127.0.0.1:8085 (/metrics, /readyz)"
     alive pipeline && echo "  pipeline views     http://127.0.0.1:8090/v1/inventory  127.0.0.1:50052 (gRPC)"
   fi
+  obs_urls
   return 0
 }
 
@@ -617,6 +627,7 @@ down() {
   local entry names=()
   for entry in "${SERVICES[@]}"; do names+=("${entry%% *}"); done
   stop "${names[@]}"
+  obs_down
   stop registry
   stop kafka-1 kafka-2 kafka-3
   say "platform down (data kept in $RUN_DIR/data)"
@@ -626,12 +637,13 @@ status() {
   local name
   local names=(kafka-1 kafka-2 kafka-3 registry) entry
   for entry in "${SERVICES[@]}"; do names+=("${entry%% *}"); done
+  names+=("${OBS_PARTS[@]}")
   for name in "${names[@]}"; do
     if alive "$name"; then
-      printf '  %-10s running  pid %-7s rss %s MiB\n' "$name" "$(pid_of "$name")" \
+      printf '  %-16s running  pid %-7s rss %s MiB\n' "$name" "$(pid_of "$name")" \
         "$(( $(awk '/VmRSS/{print $2}' "/proc/$(pid_of "$name")/status" 2>/dev/null || echo 0) / 1024 ))"
     else
-      printf '  %-10s stopped\n' "$name"
+      printf '  %-16s stopped\n' "$name"
     fi
   done
   alive kafka-1 || alive kafka-2 || alive kafka-3 || return 0
@@ -651,6 +663,7 @@ status() {
   else
     echo "  registry: NOT ready"
   fi
+  obs_status
 }
 
 clean() {

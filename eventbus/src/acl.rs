@@ -260,15 +260,33 @@ pub enum AclError {
         source: Box<toml::de::Error>,
     },
     /// An entry breaks a rule.
-    #[error("{path}: {entry}: {message}")]
+    #[error("{path}: {entry}: {problem}")]
     Invalid {
         /// The file.
         path: String,
         /// Which entry: user, ACL index and resource.
         entry: String,
         /// What is wrong.
-        message: String,
+        #[source]
+        problem: EntryProblem,
     },
+}
+
+/// What is wrong with one entry of the ACL file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EntryProblem {
+    /// A word that names no resource type, pattern type or operation.
+    #[error(transparent)]
+    Spelling(#[from] UnknownSpelling),
+    /// A rule of the file (names, duplicates, operations that fit the resource).
+    #[error("{0}")]
+    Rule(String),
+}
+
+impl EntryProblem {
+    fn rule(text: impl Into<String>) -> Self {
+        EntryProblem::Rule(text.into())
+    }
 }
 
 // The file as written, before validation (strings where the typed form has enums, so
@@ -326,10 +344,10 @@ impl AclFile {
             path: path.to_owned(),
             source: Box::new(e),
         })?;
-        let invalid = |entry: String, message: String| AclError::Invalid {
+        let invalid = |entry: String, problem: EntryProblem| AclError::Invalid {
             path: path.to_owned(),
             entry,
-            message,
+            problem,
         };
         let mut users = Vec::with_capacity(raw.user.len());
         let mut names = BTreeSet::new();
@@ -339,7 +357,7 @@ impl AclFile {
             if !names.insert(ru.name.clone()) {
                 return Err(invalid(
                     user_entry,
-                    "user declared twice (merge the two entries)".into(),
+                    EntryProblem::rule("user declared twice (merge the two entries)"),
                 ));
             }
             let mut acls = Vec::with_capacity(ru.acls.len());
@@ -353,8 +371,9 @@ impl AclFile {
                 if !resources.insert(acl.resource.clone()) {
                     return Err(invalid(
                         entry,
-                        "resource listed twice for this user (merge the operations into one entry)"
-                            .into(),
+                        EntryProblem::rule(
+                            "resource listed twice for this user (merge the operations into one entry)",
+                        ),
                     ));
                 }
                 acls.push(acl);
@@ -391,32 +410,32 @@ impl AclFile {
     }
 }
 
-fn validate_acl(raw: RawAcl) -> Result<Acl, String> {
-    let kind = ResourceType::parse(&raw.resource.kind).map_err(|e| e.to_string())?;
+fn validate_acl(raw: RawAcl) -> Result<Acl, EntryProblem> {
+    let kind = ResourceType::parse(&raw.resource.kind)?;
     let pattern = match &raw.resource.pattern_type {
         None => PatternType::Literal,
-        Some(p) => PatternType::parse(p).map_err(|e| e.to_string())?,
+        Some(p) => PatternType::parse(p)?,
     };
     let name = raw.resource.name;
     check_resource_name(kind, pattern, &name)?;
     if raw.operations.is_empty() {
-        return Err("no operations".into());
+        return Err(EntryProblem::rule("no operations"));
     }
     let mut operations = Vec::with_capacity(raw.operations.len());
     for op in &raw.operations {
-        let op = Operation::parse(op).map_err(|e| e.to_string())?;
+        let op = Operation::parse(op)?;
         if !kind.valid_operations().contains(&op) {
-            return Err(format!(
+            return Err(EntryProblem::Rule(format!(
                 "operation `{op}` does not apply to a {kind} (valid: {})",
                 kind.valid_operations()
                     .iter()
                     .map(|o| o.as_str())
                     .collect::<Vec<_>>()
                     .join(", ")
-            ));
+            )));
         }
         if operations.contains(&op) {
-            return Err(format!("operation `{op}` listed twice"));
+            return Err(EntryProblem::Rule(format!("operation `{op}` listed twice")));
         }
         operations.push(op);
     }
@@ -432,57 +451,63 @@ fn validate_acl(raw: RawAcl) -> Result<Acl, String> {
 
 /// SCRAM user names: letters, digits, `.`, `_`, `-` (no `,` or `=`, which SCRAM escapes,
 /// and nothing a shell or a config file would need quoting for).
-fn check_user_name(name: &str) -> Result<(), String> {
+fn check_user_name(name: &str) -> Result<(), EntryProblem> {
     if name.is_empty() {
-        return Err("empty user name".into());
+        return Err(EntryProblem::rule("empty user name"));
     }
     if let Some(c) = name
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
     {
-        return Err(format!(
+        return Err(EntryProblem::Rule(format!(
             "user name has `{c}`; allowed: letters, digits, '.', '_', '-'"
-        ));
+        )));
     }
     Ok(())
 }
 
-fn check_resource_name(kind: ResourceType, pattern: PatternType, name: &str) -> Result<(), String> {
+fn check_resource_name(
+    kind: ResourceType,
+    pattern: PatternType,
+    name: &str,
+) -> Result<(), EntryProblem> {
     if name.is_empty() {
-        return Err("empty resource name".into());
+        return Err(EntryProblem::rule("empty resource name"));
     }
     if name == "*" {
-        return Err(
-            "`*` (every resource) is not allowed here: list the resources, or use a prefix".into(),
-        );
+        return Err(EntryProblem::rule(
+            "`*` (every resource) is not allowed here: list the resources, or use a prefix",
+        ));
     }
     match kind {
         ResourceType::Cluster => {
             if name != CLUSTER_RESOURCE_NAME || pattern != PatternType::Literal {
-                return Err(format!(
+                return Err(EntryProblem::Rule(format!(
                     "the cluster resource is named `{CLUSTER_RESOURCE_NAME}`, pattern literal"
-                ));
+                )));
             }
         }
         ResourceType::Topic => {
             // Kafka's legal topic characters; a prefix obeys the same rule.
             if name.len() > 249 {
-                return Err("topic name longer than 249 characters".into());
+                return Err(EntryProblem::rule("topic name longer than 249 characters"));
             }
             if let Some(c) = name
                 .chars()
                 .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
             {
-                return Err(format!(
+                return Err(EntryProblem::Rule(format!(
                     "topic name has `{c}`; Kafka allows letters, digits, '.', '_', '-'"
-                ));
+                )));
             }
         }
         ResourceType::Group | ResourceType::TransactionalId => {
             // Legal in Kafka, but the rendered line ends with the name, and a name with
             // whitespace or control characters is a typo here.
             if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                return Err(format!("{kind} name has whitespace or control characters"));
+                return Err(EntryProblem::Rule(format!(
+                    "{kind} name has whitespace or control characters"
+                )));
             }
         }
     }

@@ -21,27 +21,31 @@ use rdkafka::admin::{
     TopicReplication,
 };
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::metadata::Metadata;
 use serde::Deserialize;
 
 use crate::config::KafkaSettings;
 use crate::context::BusContext;
-use crate::error::BusError;
+use crate::error::{BusError, Fault};
+
+/// Names of topic settings whose value on the cluster differs from the declared one.
+type DriftedKeys = Vec<String>;
 use crate::metrics::BusMetrics;
 
-/// Errors of the admin operations.
+/// What went wrong in a topic administration step (nested in [`BusError::Admin`]).
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
-    /// The topic list file could not be read.
-    #[error("cannot read topic list {path}: {source}")]
-    Read {
+    /// The topic list is not TOML of the expected shape.
+    #[error("invalid topic list {path}: {source}")]
+    Syntax {
         /// The file.
         path: String,
-        /// Why.
-        source: std::io::Error,
+        /// The TOML error (with line and column).
+        #[source]
+        source: Box<toml::de::Error>,
     },
-    /// The topic list file is not valid.
+    /// The topic list breaks a rule (a topic declared twice, no partitions).
     #[error("invalid topic list {path}: {message}")]
     Invalid {
         /// The file.
@@ -69,12 +73,6 @@ pub enum AdminError {
         /// The last observed state.
         last: String,
     },
-    /// Kafka refused or failed an operation.
-    #[error("kafka: {0}")]
-    Kafka(#[from] KafkaError),
-    /// A client could not be built (configuration, credentials file).
-    #[error(transparent)]
-    Client(#[from] BusError),
     /// A per-topic operation failed.
     #[error("{operation} {topic}: {code}")]
     Topic {
@@ -85,6 +83,17 @@ pub enum AdminError {
         /// The broker's error code.
         code: RDKafkaErrorCode,
     },
+}
+
+impl AdminError {
+    /// Whose fault it is: a cluster that is not ready yet is infrastructure, the rest
+    /// needs an operator (a wrong file, a refused change).
+    pub fn fault(&self) -> Fault {
+        match self {
+            AdminError::NotReady { .. } => Fault::Infrastructure,
+            _ => Fault::Setup,
+        }
+    }
 }
 
 /// One declared topic.
@@ -134,28 +143,38 @@ struct File {
 
 impl TopicList {
     /// Reads and checks a topic list file (`deploy/topics.toml`).
-    pub fn load(path: &Path) -> Result<Self, AdminError> {
-        let text = std::fs::read_to_string(path).map_err(|source| AdminError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Self::parse(&text).map_err(|message| AdminError::Invalid {
-            path: path.display().to_string(),
-            message,
-        })
+    pub fn load(path: &Path) -> Result<Self, BusError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(BusError::io(format!("read {shown}")))?;
+        Ok(Self::parse_named(&text, &shown)?)
     }
 
-    /// Parses the TOML text of a topic list; the error says what is wrong.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let file: File = toml::from_str(text).map_err(|e| e.to_string())?;
+    /// Parses the TOML text of a topic list; the error says what is wrong. Errors name
+    /// the file `topics.toml`.
+    pub fn parse(text: &str) -> Result<Self, BusError> {
+        Ok(Self::parse_named(text, "topics.toml")?)
+    }
+
+    fn parse_named(text: &str, path: &str) -> Result<Self, AdminError> {
+        let file: File = toml::from_str(text).map_err(|e| AdminError::Syntax {
+            path: path.to_owned(),
+            source: Box::new(e),
+        })?;
+        let invalid = |message: String| AdminError::Invalid {
+            path: path.to_owned(),
+            message,
+        };
         let mut seen = std::collections::BTreeSet::new();
         let mut topics = Vec::with_capacity(file.topic.len());
         for t in file.topic {
             if !seen.insert(t.name.clone()) {
-                return Err(format!("topic {} is declared twice", t.name));
+                return Err(invalid(format!("topic {} is declared twice", t.name)));
             }
             if t.partitions == 0 {
-                return Err(format!("topic {} needs at least one partition", t.name));
+                return Err(invalid(format!(
+                    "topic {} needs at least one partition",
+                    t.name
+                )));
             }
             let mut config = file.defaults.config.clone();
             config.extend(t.config);
@@ -210,7 +229,7 @@ pub struct Admin {
 impl Admin {
     /// Connects (lazily: nothing is sent until the first call) with `settings`
     /// (bootstrap, security, credentials).
-    pub fn new(settings: &KafkaSettings) -> Result<Self, AdminError> {
+    pub fn new(settings: &KafkaSettings) -> Result<Self, BusError> {
         let context = || {
             BusContext::new(
                 format!("{}/admin", settings.client_id),
@@ -235,20 +254,23 @@ impl Admin {
 
     /// Deletes topics (benchmarks and tests clean up after themselves); errors per topic
     /// are ignored, a failed request is returned.
-    pub async fn delete_topics(&self, topics: &[&str]) -> Result<(), AdminError> {
+    pub async fn delete_topics(&self, topics: &[&str]) -> Result<(), BusError> {
         self.admin
             .delete_topics(topics, &AdminOptions::new())
-            .await?;
+            .await
+            .map_err(|e| BusError::kafka("delete topics", e))?;
         Ok(())
     }
 
     /// Cluster metadata (all topics), blocking up to `timeout`; call from a blocking context.
-    pub fn metadata(&self, timeout: Duration) -> Result<Metadata, AdminError> {
-        Ok(self.meta.fetch_metadata(None, timeout)?)
+    pub fn metadata(&self, timeout: Duration) -> Result<Metadata, BusError> {
+        self.meta
+            .fetch_metadata(None, timeout)
+            .map_err(|e| BusError::kafka("fetch metadata", e))
     }
 
     /// Brings the cluster in line with `list`; returns what changed, topic by topic.
-    pub async fn apply(&self, list: &TopicList) -> Result<Vec<Change>, AdminError> {
+    pub async fn apply(&self, list: &TopicList) -> Result<Vec<Change>, BusError> {
         let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
         let meta = tokio::task::block_in_place(|| self.metadata(Duration::from_secs(10)))?;
         let existing: BTreeMap<String, usize> = meta
@@ -280,7 +302,12 @@ impl Admin {
                     n
                 })
                 .collect();
-            for res in self.admin.create_topics(news.iter(), &opts).await? {
+            let created = self
+                .admin
+                .create_topics(news.iter(), &opts)
+                .await
+                .map_err(|e| BusError::kafka("create topics", e))?;
+            for res in created {
                 match res {
                     Ok(t) => changes.push(Change::Created(t)),
                     // Created concurrently by someone else: fine, it is there.
@@ -292,7 +319,8 @@ impl Admin {
                             operation: "create",
                             topic,
                             code,
-                        });
+                        }
+                        .into());
                     }
                 }
             }
@@ -310,11 +338,17 @@ impl Admin {
                     topic: spec.name.clone(),
                     actual,
                     declared: spec.partitions,
-                });
+                }
+                .into());
             }
             if actual < spec.partitions {
                 let np = NewPartitions::new(&spec.name, spec.partitions);
-                for res in self.admin.create_partitions([&np], &opts).await? {
+                let grown = self
+                    .admin
+                    .create_partitions([&np], &opts)
+                    .await
+                    .map_err(|e| BusError::kafka(format!("add partitions to {}", spec.name), e))?;
+                for res in grown {
                     res.map_err(|(topic, code)| AdminError::Topic {
                         operation: "add partitions to",
                         topic,
@@ -330,7 +364,12 @@ impl Admin {
                 for (k, v) in &spec.config {
                     alter = alter.set(k, v);
                 }
-                for res in self.admin.alter_configs([&alter], &opts).await? {
+                let altered = self
+                    .admin
+                    .alter_configs([&alter], &opts)
+                    .await
+                    .map_err(|e| BusError::kafka(format!("alter configs of {}", spec.name), e))?;
+                for res in altered {
                     res.map_err(|(_, code)| AdminError::Topic {
                         operation: "alter configs of",
                         topic: spec.name.clone(),
@@ -349,14 +388,15 @@ impl Admin {
 
     /// Keys whose value on the cluster differs from the spec, including dynamic topic
     /// settings the spec does not declare (they would be reset by an apply).
-    async fn config_drift(&self, spec: &TopicSpec) -> Result<Vec<String>, AdminError> {
+    async fn config_drift(&self, spec: &TopicSpec) -> Result<DriftedKeys, BusError> {
         let res = self
             .admin
             .describe_configs(
                 [&ResourceSpecifier::Topic(&spec.name)],
                 &AdminOptions::new(),
             )
-            .await?;
+            .await
+            .map_err(|e| BusError::kafka(format!("describe configs of {}", spec.name), e))?;
         let mut drift = Vec::new();
         for r in res {
             let resource = r.map_err(|code| AdminError::Topic {
@@ -457,7 +497,7 @@ pub fn wait_ready(
     brokers: usize,
     timeout: Duration,
     mut progress: impl FnMut(&str),
-) -> Result<Health, AdminError> {
+) -> Result<Health, BusError> {
     let start = Instant::now();
     let mut last = String::from("no answer yet");
     loop {
@@ -479,7 +519,8 @@ pub fn wait_ready(
             return Err(AdminError::NotReady {
                 waited: start.elapsed(),
                 last,
-            });
+            }
+            .into());
         }
         std::thread::sleep(Duration::from_millis(250));
     }
@@ -523,12 +564,14 @@ mod tests {
         assert!(
             TopicList::parse(dup)
                 .unwrap_err()
+                .to_string()
                 .contains("declared twice")
         );
         let zero = "[defaults]\nreplication_factor = 3\n[[topic]]\nname = \"a\"\npartitions = 0\n";
         assert!(
             TopicList::parse(zero)
                 .unwrap_err()
+                .to_string()
                 .contains("at least one partition")
         );
         let typo = "[defaults]\nreplication_factor = 3\n[[topic]]\nname = \"a\"\npartitionz = 1\n";

@@ -304,6 +304,13 @@ pub fn partition_count<C: Consumer<BusContext>>(
         return Err(BusError::MissingTopic(topic.to_owned()));
     };
     if let Some(error) = t.error() {
+        use rdkafka::types::RDKafkaRespErr as E;
+        if matches!(
+            error,
+            E::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART | E::RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC
+        ) {
+            return Err(BusError::MissingTopic(topic.to_owned()));
+        }
         return Err(BusError::kafka(
             format!("metadata of {topic}"),
             rdkafka::error::KafkaError::MetadataFetch(error.into()),

@@ -12,7 +12,7 @@
 //! schema, so old records stay readable after a schema evolves. A failure is classified
 //! by [`ErrorClass`] for the DLQ.
 
-use schemas::{CodecError, Event, FieldViolation, Violations};
+use schemas::{Event, FieldViolation, SchemaError, Violations};
 
 use crate::dlq::ErrorClass;
 use crate::error::{BusError, Fault};
@@ -64,7 +64,8 @@ pub trait Consumable: Sized + Send + 'static {
     /// The topics a runner subscribes to unless told otherwise.
     fn default_topics() -> Vec<String>;
     /// Decodes an Avro datum of `topic` written with `writer`.
-    fn decode(topic: &str, writer: &apache_avro::Schema, datum: &[u8]) -> Result<Self, CodecError>;
+    fn decode(topic: &str, writer: &apache_avro::Schema, datum: &[u8])
+    -> Result<Self, SchemaError>;
     /// The domain rules; a received event that breaks them is dead-lettered.
     fn validate(&self) -> Result<(), Violations>;
 }
@@ -77,7 +78,7 @@ impl<E: Event> Consumable for E {
         _topic: &str,
         writer: &apache_avro::Schema,
         datum: &[u8],
-    ) -> Result<Self, CodecError> {
+    ) -> Result<Self, SchemaError> {
         E::from_avro(writer, datum)
     }
     fn validate(&self) -> Result<(), Violations> {
@@ -123,11 +124,12 @@ pub async fn decode<C: Consumable>(
             }
             _ => data(ErrorClass::Undecodable, error),
         })?;
-    let event = C::decode(topic, &writer, datum).map_err(|e| match e {
-        CodecError::Shape { .. } => {
-            data(ErrorClass::SchemaInvalid, BusError::Decode(e.to_string()))
-        }
-        CodecError::Avro(_) => data(ErrorClass::Undecodable, BusError::Decode(e.to_string())),
+    let event = C::decode(topic, &writer, datum).map_err(|e| {
+        let class = match e {
+            SchemaError::Avro(_) => ErrorClass::Undecodable,
+            _ => ErrorClass::SchemaInvalid,
+        };
+        data(class, BusError::Codec(e))
     })?;
     event
         .validate()

@@ -299,15 +299,16 @@ impl KafkaSettings {
     }
 }
 
+/// The `key=value` pairs of a properties file.
+type Properties = BTreeMap<String, String>;
+
 /// Reads a Java/librdkafka style properties file: `key=value` lines, `#` comments.
-fn read_properties(path: &Path) -> Result<BTreeMap<String, String>, BusError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        BusError::Config(format!(
-            "cannot read the Kafka client config file {} ({CLIENT_CONFIG_ENV}): {e}; \
-             `make up` writes one per principal into .run/secrets/",
-            path.display()
-        ))
-    })?;
+fn read_properties(path: &Path) -> Result<Properties, BusError> {
+    let text = std::fs::read_to_string(path).map_err(BusError::io(format!(
+        "cannot read the Kafka client config file {} ({CLIENT_CONFIG_ENV}; \
+         `make up` writes one per principal into .run/secrets/)",
+        path.display()
+    )))?;
     let mut out = BTreeMap::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -476,22 +477,24 @@ pub mod duration_serde {
     }
 
     /// Parses `"250ms"`, `"2s"`, `"1m"` or `"250"` (milliseconds).
-    pub fn parse(text: &str) -> Result<Duration, String> {
+    pub fn parse(text: &str) -> Result<Duration, crate::BusError> {
         let text = text.trim();
         let split = text
             .find(|c: char| !c.is_ascii_digit())
             .unwrap_or(text.len());
         let (number, unit) = text.split_at(split);
-        let n: u64 = number
-            .parse()
-            .map_err(|_| format!("not a duration: {text:?}"))?;
+        let n: u64 = number.parse().map_err(|source| crate::BusError::Duration {
+            text: text.to_owned(),
+            source: Some(source),
+        })?;
         match unit.trim() {
             "" | "ms" => Ok(Duration::from_millis(n)),
             "s" => Ok(Duration::from_secs(n)),
             "m" => Ok(Duration::from_secs(n * 60)),
-            other => Err(format!(
-                "unknown duration unit {other:?} in {text:?} (use ms, s or m)"
-            )),
+            _ => Err(crate::BusError::Duration {
+                text: text.to_owned(),
+                source: None,
+            }),
         }
     }
 }

@@ -101,14 +101,7 @@ impl HandlerError {
     /// The error and its sources as one line (`a: b: c`), for the DLQ header.
     pub fn message(&self) -> String {
         let (HandlerError::Retriable(e) | HandlerError::Fatal(e)) = self;
-        let mut text = e.to_string();
-        let mut source = e.source();
-        while let Some(s) = source {
-            text.push_str(": ");
-            text.push_str(&s.to_string());
-            source = s.source();
-        }
-        text
+        crate::error::chain(e.as_ref())
     }
 }
 

@@ -14,7 +14,11 @@
 //! infrastructure faults at WARN while retried, ERROR only when they end a run.
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use schemas::{CodecError, Violations};
+use schemas::{SchemaError, Violations};
+
+use crate::acl::AclError;
+use crate::admin::AdminError;
+use crate::transaction::TxnError;
 
 /// Whose fault an error is. Decides logging level and what a consumer does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -38,23 +42,41 @@ impl Fault {
             Fault::Setup => "setup",
         }
     }
+
+    /// Whose fault a Kafka client error is: authorization, unknown topics and refused
+    /// settings are setup; records the broker refuses are data; the rest infrastructure.
+    pub fn of_kafka(error: &KafkaError) -> Fault {
+        if kafka_is_setup_error(error) {
+            Fault::Setup
+        } else if kafka_is_data_error(error) {
+            Fault::Data
+        } else {
+            Fault::Infrastructure
+        }
+    }
 }
 
 /// The hint every "schema is not there" error carries.
 pub const REGISTER_HINT: &str =
     "run `make schemas` (or `busctl schemas register`) to register the project's schemas";
 
-/// Every error of the eventbus library.
+/// Every error of the eventbus library: the crate's one public error type. Errors with
+/// structure of their own ([`AdminError`], [`AclError`], [`TxnError`], [`SchemaError`])
+/// are nested as variants, each kept as the variant's `source()`.
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
     /// The event breaks its domain rules or does not fit its Avro schema. Nothing was sent.
     #[error("invalid event: {0}")]
-    Invalid(Violations),
+    Invalid(#[source] Violations),
 
-    /// Bytes could not be turned into an event (bad framing, Avro that does not decode,
-    /// a value that does not fit the Rust type).
+    /// The record's framing is wrong (no value, no magic byte, a short header): there is
+    /// nothing to decode, so no deeper cause.
     #[error("cannot decode record: {0}")]
     Decode(String),
+
+    /// The Avro bytes (or a schema's text) could not be turned into a value or an event.
+    #[error("cannot decode record: {0}")]
+    Codec(#[from] SchemaError),
 
     /// The record names a schema id the registry does not know.
     #[error("unknown schema id {id}: the registry has no such schema")]
@@ -93,43 +115,108 @@ pub enum BusError {
         operation: String,
         /// HTTP status, if the registry answered at all.
         status: Option<u16>,
-        /// The registry's error text, or the transport error.
+        /// The registry's error text, or the transport error's.
         message: String,
+        /// The transport or parsing error, when there is one (not for an error answer).
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
     },
 
-    /// A Kafka client call failed. (The client's error is part of the message, not a
-    /// `source()`, so that error chains do not print it twice.)
+    /// A Kafka client call failed.
     #[error("kafka {operation}: {error}")]
     Kafka {
         /// What was attempted, e.g. `produce to payment-service.dlq`.
         operation: String,
         /// The client's error.
+        #[source]
         error: KafkaError,
     },
 
-    /// The configuration is not usable.
+    /// The configuration is not usable (a rule of ours, no deeper cause).
     #[error("configuration: {0}")]
     Config(String),
+
+    /// A duration setting is not a number followed by `ms`, `s` or `m`.
+    #[error("not a duration: {text:?} (a whole number followed by ms, s or m; no unit is ms)")]
+    Duration {
+        /// The text given.
+        text: String,
+        /// Why the number part did not parse, if that was the problem (else the unit).
+        #[source]
+        source: Option<std::num::ParseIntError>,
+    },
+
+    /// A file could not be read or written.
+    #[error("{operation}: {source}")]
+    Io {
+        /// What was attempted, with the path, e.g. `read deploy/topics.toml`.
+        operation: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A blocking task that ran a client call panicked or was cancelled.
+    #[error("{operation} task: {source}")]
+    Task {
+        /// What the task was doing.
+        operation: &'static str,
+        /// The cause.
+        #[source]
+        source: tokio::task::JoinError,
+    },
+
+    /// The metrics could not be registered.
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
 
     /// A topic the service needs does not exist (automatic creation is off).
     #[error("topic {0} does not exist: run `make up` (busctl topics apply) to create the topics")]
     MissingTopic(String),
 
+    /// A service a call needs (the cluster, the registry) does not answer at all.
+    #[error("{what} does not answer ({source}); {hint}")]
+    Unavailable {
+        /// What does not answer, with its address.
+        what: String,
+        /// What to do about it.
+        hint: &'static str,
+        /// The failed call.
+        #[source]
+        source: Box<BusError>,
+    },
+
     /// An operation did not finish in time.
     #[error("timed out: {0}")]
     Timeout(String),
+
+    /// A topic administration step failed (topic list, apply, readiness).
+    #[error(transparent)]
+    Admin(#[from] AdminError),
+
+    /// The ACL file is not usable.
+    #[error(transparent)]
+    Acl(#[from] AclError),
+
+    /// A transactional step failed; the [`TxnError`] says whether to abort, stop or give up.
+    #[error(transparent)]
+    Transaction(#[from] TxnError),
 }
 
 impl BusError {
     /// Whose fault the error is.
     pub fn fault(&self) -> Fault {
         match self {
-            BusError::Invalid(_) | BusError::Decode(_) | BusError::UnknownSchema { .. } => {
-                Fault::Data
-            }
+            BusError::Invalid(_)
+            | BusError::Decode(_)
+            | BusError::Codec(_)
+            | BusError::UnknownSchema { .. } => Fault::Data,
             BusError::NotRegistered { .. }
             | BusError::Incompatible { .. }
             | BusError::Config(_)
+            | BusError::Duration { .. }
+            | BusError::Metrics(_)
+            | BusError::Acl(_)
             | BusError::MissingTopic(_) => Fault::Setup,
             BusError::Registry { status, .. } => match status {
                 // 4xx other than timeouts and throttling: our request is wrong or the thing
@@ -137,16 +224,16 @@ impl BusError {
                 Some(s) if (400..500).contains(s) && *s != 408 && *s != 429 => Fault::Setup,
                 _ => Fault::Infrastructure,
             },
-            BusError::Kafka { error, .. } => {
-                if kafka_is_setup_error(error) {
-                    Fault::Setup
-                } else if kafka_is_data_error(error) {
-                    Fault::Data
-                } else {
-                    Fault::Infrastructure
-                }
+            BusError::Kafka { error, .. } => Fault::of_kafka(error),
+            BusError::Io { source, .. } => match source.kind() {
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => Fault::Setup,
+                _ => Fault::Infrastructure,
+            },
+            BusError::Task { .. } | BusError::Timeout(_) | BusError::Unavailable { .. } => {
+                Fault::Infrastructure
             }
-            BusError::Timeout(_) => Fault::Infrastructure,
+            BusError::Admin(e) => e.fault(),
+            BusError::Transaction(e) => e.fault(),
         }
     }
 
@@ -154,6 +241,9 @@ impl BusError {
     pub fn is_retriable(&self) -> bool {
         match self {
             BusError::Kafka { error, .. } => kafka_is_retriable(error),
+            BusError::Transaction(e) => matches!(e, TxnError::Abortable(_)),
+            // A task that panicked panics again.
+            BusError::Task { source, .. } => source.is_cancelled(),
             other => other.fault() == Fault::Infrastructure,
         }
     }
@@ -172,6 +262,18 @@ impl BusError {
             error,
         }
     }
+
+    pub(crate) fn io(operation: impl Into<String>) -> impl Fn(std::io::Error) -> Self {
+        let operation = operation.into();
+        move |source| BusError::Io {
+            operation: operation.clone(),
+            source,
+        }
+    }
+
+    pub(crate) fn task(operation: &'static str) -> impl FnOnce(tokio::task::JoinError) -> Self {
+        move |source| BusError::Task { operation, source }
+    }
 }
 
 impl From<Violations> for BusError {
@@ -180,10 +282,21 @@ impl From<Violations> for BusError {
     }
 }
 
-impl From<CodecError> for BusError {
-    fn from(e: CodecError) -> Self {
-        BusError::Decode(e.to_string())
+/// An error and its causes as one line, `outer: cause: root`, for logs, exit messages
+/// and DLQ headers. A cause whose text the line already holds (an error that prints its
+/// source in its own message) is not repeated.
+pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = cause.source();
     }
+    text
 }
 
 /// Error codes for which the same request may succeed later (leader elections,
@@ -314,12 +427,14 @@ mod tests {
             operation: "GET /subjects".into(),
             status: None,
             message: "connection refused".into(),
+            source: None,
         };
         assert!(down.is_retriable());
         let bad = BusError::Registry {
             operation: "POST /subjects/x".into(),
             status: Some(422),
             message: "bad schema".into(),
+            source: None,
         };
         assert_eq!(bad.fault(), Fault::Setup);
         assert!(!bad.is_retriable());
@@ -327,6 +442,7 @@ mod tests {
             operation: "GET /schemas/ids/1".into(),
             status: Some(503),
             message: "".into(),
+            source: None,
         };
         assert!(overloaded.is_retriable());
 

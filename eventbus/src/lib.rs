@@ -85,7 +85,7 @@ pub use config::{
 };
 pub use consumer::{ConsumerRunner, Envelope, Handler, HandlerError};
 pub use dlq::ErrorClass;
-pub use error::{BusError, Fault};
+pub use error::{BusError, Fault, chain};
 pub use headers::{HeaderList, TraceParent};
 pub use metrics::BusMetrics;
 pub use producer::{Delivery, Producer, PublishOptions};

@@ -156,7 +156,7 @@ impl Default for BusMetrics {
 }
 
 fn metrics_error(e: prometheus::Error) -> BusError {
-    BusError::Config(format!("metrics: {e}"))
+    BusError::Metrics(e)
 }
 
 #[cfg(test)]

@@ -310,7 +310,7 @@ impl Producer {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || inner.flush(timeout))
             .await
-            .map_err(|e| BusError::Timeout(format!("flush task: {e}")))?
+            .map_err(BusError::task("flush"))?
             .map_err(|e| BusError::kafka("flush", e))
     }
 }

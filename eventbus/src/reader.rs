@@ -60,7 +60,7 @@ pub async fn read_topic(
     let options = options.clone();
     tokio::task::spawn_blocking(move || read_blocking(&kafka, &topic, &options))
         .await
-        .map_err(|e| BusError::Timeout(format!("read task: {e}")))?
+        .map_err(BusError::task("read"))?
 }
 
 /// The high watermark of every partition of `topic`, by partition.
@@ -84,7 +84,7 @@ pub async fn high_watermarks(
             .collect()
     })
     .await
-    .map_err(|e| BusError::Timeout(format!("watermark task: {e}")))?
+    .map_err(BusError::task("watermark"))?
 }
 
 fn reader_consumer(

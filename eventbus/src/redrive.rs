@@ -24,6 +24,7 @@ use std::time::Duration;
 use rdkafka::Message;
 use rdkafka::message::OwnedMessage;
 
+use crate::acl::UnknownSpelling;
 use crate::codec::unframe;
 use crate::config::KafkaSettings;
 use crate::dlq::{self, DeadLetter, ErrorClass};
@@ -113,12 +114,11 @@ pub struct Filter {
     pub original_topic: Option<String>,
 }
 
-fn parse_class(text: &str) -> Result<ErrorClass, String> {
-    ErrorClass::parse(text).ok_or_else(|| {
-        format!(
-            "unknown error class {text:?}; one of: {}",
-            ErrorClass::ALL.map(ErrorClass::as_str).join(", ")
-        )
+fn parse_class(text: &str) -> Result<ErrorClass, UnknownSpelling> {
+    ErrorClass::parse(text).ok_or_else(|| UnknownSpelling {
+        what: "error class",
+        given: text.to_owned(),
+        expected: ErrorClass::ALL.map(ErrorClass::as_str).join(", "),
     })
 }
 
@@ -376,14 +376,14 @@ impl Cli {
             url: self.connection.registry.clone(),
             ..crate::config::RegistryConfig::default()
         };
-        let io = |e: std::io::Error| BusError::Config(format!("cannot write output: {e}"));
+        let io = BusError::io("write output");
         match self.command {
             Command::List { dlq, filter } => {
                 let records = list(&kafka, &dlq, &filter).await?;
                 for r in &records {
-                    writeln!(out, "{}", list_line(r)).map_err(io)?;
+                    writeln!(out, "{}", list_line(r)).map_err(&io)?;
                 }
-                writeln!(out, "{} record(s)", records.len()).map_err(io)?;
+                writeln!(out, "{} record(s)", records.len()).map_err(&io)?;
             }
             Command::Inspect {
                 dlq,
@@ -392,7 +392,7 @@ impl Cli {
             } => {
                 let registry = RegistryClient::new(&registry_config)?;
                 let i = inspect(&kafka, &registry, &dlq, partition, offset).await?;
-                write!(out, "{}", inspection_text(&i)).map_err(io)?;
+                write!(out, "{}", inspection_text(&i)).map_err(&io)?;
             }
             Command::Replay {
                 dlq,
@@ -431,14 +431,14 @@ impl Cli {
                             r.partition, r.offset, r.target
                         ),
                     }
-                    .map_err(io)?;
+                    .map_err(&io)?;
                 }
                 let verb = if dry_run {
                     "would be replayed"
                 } else {
                     "replayed"
                 };
-                writeln!(out, "{} record(s) {verb}", replayed.len()).map_err(io)?;
+                writeln!(out, "{} record(s) {verb}", replayed.len()).map_err(&io)?;
             }
         }
         Ok(())

@@ -18,12 +18,13 @@ use std::sync::{Arc, Mutex};
 
 use apache_avro::Schema;
 use reqwest::{Method, StatusCode};
+use schemas::SchemaError;
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::config::RegistryConfig;
-use crate::error::{BusError, REGISTER_HINT};
+use crate::error::{BusError, REGISTER_HINT, chain};
 
 const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
 
@@ -125,6 +126,7 @@ struct Failure {
     status: Option<StatusCode>,
     code: Option<i64>,
     message: String,
+    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
 }
 
 impl Failure {
@@ -140,6 +142,7 @@ impl Failure {
                 Some(code) => format!("{} (error code {code})", self.message),
                 None => self.message,
             },
+            source: self.source,
         }
     }
 }
@@ -169,7 +172,12 @@ impl RegistryClient {
         let http = reqwest::Client::builder()
             .timeout(config.timeout)
             .build()
-            .map_err(|e| BusError::Config(format!("registry http client: {e}")))?;
+            .map_err(|e| BusError::Registry {
+                operation: "build http client".into(),
+                status: None,
+                message: e.to_string(),
+                source: Some(Box::new(e)),
+            })?;
         Ok(RegistryClient {
             http,
             base: config.ccompat_base(),
@@ -216,13 +224,15 @@ impl RegistryClient {
         let response = request.send().await.map_err(|e| Failure {
             status: None,
             code: None,
-            message: error_chain(&e),
+            message: chain(&e),
+            source: Some(Box::new(e)),
         })?;
         let status = response.status();
         let bytes = response.bytes().await.map_err(|e| Failure {
             status: Some(status),
             code: None,
-            message: error_chain(&e),
+            message: chain(&e),
+            source: Some(Box::new(e)),
         })?;
         if !status.is_success() {
             let parsed: Option<ErrorResponse> = serde_json::from_slice(&bytes).ok();
@@ -233,6 +243,7 @@ impl RegistryClient {
                 message: parsed
                     .and_then(|p| p.message)
                     .unwrap_or_else(|| truncate(text.trim(), 300).to_owned()),
+                source: None,
             });
         }
         serde_json::from_slice(&bytes).map_err(|e| Failure {
@@ -242,6 +253,7 @@ impl RegistryClient {
                 "unexpected answer ({e}): {}",
                 truncate(&String::from_utf8_lossy(&bytes), 300)
             ),
+            source: Some(Box::new(e)),
         })
     }
 
@@ -302,11 +314,8 @@ impl RegistryClient {
             return Ok(s.clone());
         }
         let text = self.schema_text(id).await?;
-        let schema = Schema::parse_str(&text).map_err(|e| {
-            BusError::Decode(format!(
-                "schema id {id} from the registry does not parse: {e}"
-            ))
-        })?;
+        let schema = Schema::parse_str(&text)
+            .map_err(|e| BusError::Codec(SchemaError::Avro(Box::new(e))))?;
         let schema = Arc::new(schema);
         lock(&self.schemas_by_id).insert(id, schema.clone());
         Ok(schema)
@@ -593,17 +602,6 @@ fn truncate(s: &str, max: usize) -> &str {
         end -= 1;
     }
     &s[..end]
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]

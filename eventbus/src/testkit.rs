@@ -29,6 +29,7 @@ use rdkafka::message::OwnedMessage;
 
 use crate::kafka::AdminClient;
 
+use crate::admin::AdminError;
 use crate::config::{KafkaSettings, RegistryConfig};
 use crate::error::BusError;
 use crate::reader::{ReadOptions, high_watermarks, read_topic};
@@ -64,21 +65,25 @@ impl TestCluster {
             topics: Mutex::new(Vec::new()),
             subjects: Mutex::new(Vec::new()),
         };
-        let how = "start the local cluster with `make up` (deploy/local/platform.sh up), or set KAFKA_BOOTSTRAP / REGISTRY_URL";
         let bootstrap = cluster.kafka.bootstrap.clone();
         let kafka = cluster.kafka.clone();
         tokio::task::spawn_blocking(move || probe(&kafka, Duration::from_secs(10)))
             .await
-            .map_err(|e| BusError::Timeout(e.to_string()))?
-            .map_err(|e| {
-                BusError::Config(format!("Kafka at {bootstrap} does not answer ({e}); {how}"))
+            .map_err(BusError::task("probe"))?
+            .map_err(|e| BusError::Unavailable {
+                what: format!("Kafka at {bootstrap}"),
+                hint: HOW_TO_START,
+                source: Box::new(e),
             })?;
-        cluster.registry_client.config(None).await.map_err(|e| {
-            BusError::Config(format!(
-                "registry at {} does not answer ({e}); {how}",
-                cluster.registry.url
-            ))
-        })?;
+        cluster
+            .registry_client
+            .config(None)
+            .await
+            .map_err(|e| BusError::Unavailable {
+                what: format!("registry at {}", cluster.registry.url),
+                hint: HOW_TO_START,
+                source: Box::new(e),
+            })?;
         Ok(cluster)
     }
 
@@ -138,7 +143,12 @@ impl TestCluster {
             .map_err(|e| BusError::kafka(format!("create topic {name}"), e))?;
         for r in results {
             if let Err((t, code)) = r {
-                return Err(BusError::Config(format!("create topic {t}: {code}")));
+                return Err(AdminError::Topic {
+                    operation: "create",
+                    topic: t,
+                    code,
+                }
+                .into());
             }
         }
         self.topics
@@ -250,7 +260,7 @@ impl TestCluster {
                 .collect())
         })
         .await
-        .map_err(|e| BusError::Timeout(format!("offsets task: {e}")))?
+        .map_err(BusError::task("offsets"))?
     }
 
     /// Polls `topic` until it holds at least `count` records, then returns them all.
@@ -371,17 +381,19 @@ fn admin_client(kafka: &KafkaSettings) -> Result<AdminClient, BusError> {
 }
 
 /// Asks the cluster for its brokers, to check it answers.
-fn probe(kafka: &KafkaSettings, timeout: Duration) -> Result<usize, String> {
+fn probe(kafka: &KafkaSettings, timeout: Duration) -> Result<usize, BusError> {
     let consumer = crate::client::reader(
         kafka,
         &crate::client::ReaderOptions::default(),
         crate::context::BusContext::new("eventbus-test/probe", None, BusMetrics::default()),
-    )
-    .map_err(|e| e.to_string())?;
+    )?;
     rdkafka::consumer::Consumer::fetch_metadata(&consumer, None, timeout)
         .map(|m| m.brokers().len())
-        .map_err(|e| e.to_string())
+        .map_err(|e| BusError::kafka("fetch metadata", e))
 }
+
+/// What to do when the cluster or the registry does not answer a test.
+const HOW_TO_START: &str = "start the local cluster with `make up` (deploy/local/platform.sh up), or set KAFKA_BOOTSTRAP / REGISTRY_URL";
 
 /// Polls `f` every `interval` until it returns `Some` or `timeout` passes.
 pub async fn eventually<T, F, Fut>(timeout: Duration, interval: Duration, mut f: F) -> Option<T>

@@ -43,7 +43,7 @@ use rdkafka::topic_partition_list::TopicPartitionList;
 use crate::client::{self, TransactionalOptions};
 use crate::config::KafkaSettings;
 use crate::context::BusContext;
-use crate::error::BusError;
+use crate::error::{BusError, Fault};
 use crate::metrics::BusMetrics;
 
 /// How often a retriable transactional call is tried before it counts as abortable.
@@ -66,22 +66,21 @@ pub enum TxnError {
 }
 
 impl TxnError {
+    /// Whose fault it is: a fenced producer is a second instance with the same
+    /// transactional id (a deployment matter); an abortable or fatal failure is judged
+    /// by its Kafka error.
+    pub fn fault(&self) -> Fault {
+        match self {
+            TxnError::Fenced(_) => Fault::Setup,
+            other => Fault::of_kafka(other.kafka_error()),
+        }
+    }
+
     /// The underlying client error.
     pub fn kafka_error(&self) -> &KafkaError {
         match self {
             TxnError::Abortable(e) | TxnError::Fenced(e) | TxnError::Fatal(e) => e,
         }
-    }
-}
-
-impl From<TxnError> for BusError {
-    fn from(e: TxnError) -> Self {
-        let operation = match &e {
-            TxnError::Abortable(_) => "transaction (aborted)",
-            TxnError::Fenced(_) => "transaction (fenced)",
-            TxnError::Fatal(_) => "transaction (fatal)",
-        };
-        BusError::kafka(operation, e.kafka_error().clone())
     }
 }
 

@@ -311,8 +311,8 @@ pub fn validate_order_id(
         }
         Some(text) => match parse_id(text) {
             Ok(id) => Some(id),
-            Err(description) => {
-                violations.push(field, description);
+            Err(error) => {
+                violations.push(field, error.to_string());
                 None
             }
         },

@@ -17,14 +17,14 @@
 use apache_avro::{Schema, reader::datum::GenericDatumReader, writer::datum::GenericDatumWriter};
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::CodecError;
+use crate::SchemaError;
 
-fn avro(error: apache_avro::Error) -> CodecError {
-    CodecError::Avro(Box::new(error))
+fn avro(error: apache_avro::Error) -> SchemaError {
+    SchemaError::Avro(Box::new(error))
 }
 
 /// Encodes `event` as a bare Avro datum (no header, no framing) with `schema`.
-pub(crate) fn encode<T: Serialize>(event: &T, schema: &Schema) -> Result<Vec<u8>, CodecError> {
+pub(crate) fn encode<T: Serialize>(event: &T, schema: &Schema) -> Result<Vec<u8>, SchemaError> {
     let value = apache_avro::to_value(event).map_err(avro)?;
     GenericDatumWriter::builder(schema)
         .build()
@@ -42,7 +42,7 @@ pub(crate) fn decode<T: DeserializeOwned>(
     writer: &Schema,
     reader: &Schema,
     datum: &[u8],
-) -> Result<T, CodecError> {
+) -> Result<T, SchemaError> {
     let mut input = ExactInput {
         rest: datum,
         overrun: false,
@@ -55,7 +55,7 @@ pub(crate) fn decode<T: DeserializeOwned>(
     // Checked before the decoder's own result: it turns some reads past the end into
     // values (see `ExactInput`), and when it does fail, "truncated" is the useful cause.
     if input.overrun {
-        return Err(CodecError::Shape {
+        return Err(SchemaError::Shape {
             type_name: std::any::type_name::<T>(),
             message: format!(
                 "the {}-byte datum ends early: it is truncated, or the writer schema does not describe it",
@@ -65,7 +65,7 @@ pub(crate) fn decode<T: DeserializeOwned>(
     }
     let value = decoded.map_err(avro)?;
     if !input.rest.is_empty() {
-        return Err(CodecError::Shape {
+        return Err(SchemaError::Shape {
             type_name: std::any::type_name::<T>(),
             message: format!(
                 "{} of {} bytes left over after the datum: the writer schema does not describe these bytes",
@@ -74,9 +74,9 @@ pub(crate) fn decode<T: DeserializeOwned>(
             ),
         });
     }
-    apache_avro::from_value::<T>(&value).map_err(|error| CodecError::Shape {
+    apache_avro::from_value::<T>(&value).map_err(|error| SchemaError::Value {
         type_name: std::any::type_name::<T>(),
-        message: error.to_string(),
+        source: Box::new(error),
     })
 }
 

@@ -98,10 +98,10 @@ macro_rules! schema_binding {
         fn schema_text() -> &'static str {
             $history.newest_text()
         }
-        fn to_avro(&self) -> Result<Vec<u8>, CodecError> {
+        fn to_avro(&self) -> Result<Vec<u8>, SchemaError> {
             codec::encode(self, Self::schema())
         }
-        fn from_avro(writer: &Schema, datum: &[u8]) -> Result<Self, CodecError> {
+        fn from_avro(writer: &Schema, datum: &[u8]) -> Result<Self, SchemaError> {
             codec::decode(writer, Self::schema(), datum)
         }
     };
@@ -191,13 +191,15 @@ impl Violations {
     }
 }
 
-/// Errors of turning events into and out of Avro.
+/// The one error type of the crate: turning events into and out of Avro, and reading ids
+/// given as text. Every variant that has a cause keeps it as its `source()`.
 #[derive(Debug, thiserror::Error)]
-pub enum CodecError {
+pub enum SchemaError {
     /// The Avro library refused the value or the bytes.
     #[error("avro: {0}")]
     Avro(#[from] Box<apache_avro::Error>),
-    /// The Avro value does not have the shape of the Rust type.
+    /// The bytes decoded, but not into the shape of the Rust type (the datum is
+    /// truncated, or bytes are left over after it).
     #[error("avro value does not match {type_name}: {message}")]
     Shape {
         /// The Rust type expected.
@@ -205,6 +207,31 @@ pub enum CodecError {
         /// What did not match.
         message: String,
     },
+    /// The decoded Avro value does not fit the Rust type.
+    #[error("avro value does not match {type_name}: {source}")]
+    Value {
+        /// The Rust type expected.
+        type_name: &'static str,
+        /// The Avro library's explanation.
+        #[source]
+        source: Box<apache_avro::Error>,
+    },
+    /// An id given as text is not 36 characters long (the hyphenated 8-4-4-4-12 form).
+    #[error("must be a UUID in the hyphenated form 8-4-4-4-12, got {text:?}")]
+    IdForm {
+        /// The text given.
+        text: String,
+    },
+    /// An id given as text is not a UUID.
+    #[error("must be a UUID: {source}")]
+    IdSyntax {
+        /// The UUID parser's explanation.
+        #[source]
+        source: uuid::Error,
+    },
+    /// The id is the nil UUID, always a forgotten assignment rather than a real id.
+    #[error("must be a real UUID, not the nil UUID")]
+    NilId,
 }
 
 /// An event of the pipeline: one Avro schema, one topic, one CloudEvents type.
@@ -231,8 +258,8 @@ pub trait Event: Sized + Send + Sync + 'static {
     /// Checks the domain rules (beyond the schema's types): every violation is listed.
     fn validate(&self) -> Result<(), Violations>;
     /// Encodes as an Avro datum (no framing) with [`Event::schema`].
-    fn to_avro(&self) -> Result<Vec<u8>, CodecError>;
+    fn to_avro(&self) -> Result<Vec<u8>, SchemaError>;
     /// Decodes an Avro datum written with `writer` (any earlier or equal version),
     /// resolving it into the newest schema.
-    fn from_avro(writer: &Schema, datum: &[u8]) -> Result<Self, CodecError>;
+    fn from_avro(writer: &Schema, datum: &[u8]) -> Result<Self, SchemaError>;
 }

@@ -10,7 +10,7 @@ use apache_avro::Schema;
 use uuid::Uuid;
 
 use crate::{
-    CodecError, Event, Violations, codec,
+    Event, SchemaError, Violations, codec,
     registry::{ORDER_CREATED, ORDER_UPDATED},
     validation::{
         validate_channel, validate_currency, validate_customer_id, validate_id, validate_lines,

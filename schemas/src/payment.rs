@@ -7,7 +7,7 @@ use apache_avro::Schema;
 use uuid::Uuid;
 
 use crate::{
-    CodecError, Event, Violations, codec,
+    Event, SchemaError, Violations, codec,
     registry::{PAYMENT_COMPLETED, PAYMENT_FAILED},
     validation::{
         validate_amount_minor, validate_currency, validate_id, validate_payment_reason,

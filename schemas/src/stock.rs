@@ -12,7 +12,7 @@ use apache_avro::Schema;
 use uuid::Uuid;
 
 use crate::{
-    CodecError, Event, Violations, codec,
+    Event, SchemaError, Violations, codec,
     registry::{STOCK_ADJUSTED, STOCK_UPDATED},
     validation::{
         validate_adjustment_reason, validate_id, validate_sku, validate_stock_delta,

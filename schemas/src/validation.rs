@@ -23,7 +23,7 @@
 
 use uuid::Uuid;
 
-use crate::{OrderLine, Violations};
+use crate::{OrderLine, SchemaError, Violations};
 
 pub use crate::currency::{ACTIVE_CURRENCIES, is_active_currency, validate_currency};
 
@@ -173,18 +173,17 @@ pub fn validate_id(id: &Uuid) -> Option<String> {
 }
 
 /// Parses an id given as text (a path parameter, a JSON field): the hyphenated form, in
-/// either case, and not nil. The error is a description for a [`FieldViolation`](crate::FieldViolation).
-pub fn parse_id(text: &str) -> Result<Uuid, String> {
+/// either case, and not nil. The error's text is a description for a
+/// [`FieldViolation`](crate::FieldViolation).
+pub fn parse_id(text: &str) -> Result<Uuid, SchemaError> {
     if text.len() != 36 {
-        return Err(format!(
-            "must be a UUID in the hyphenated form 8-4-4-4-12, got {text:?}"
-        ));
+        return Err(SchemaError::IdForm { text: text.into() });
     }
-    let id = Uuid::try_parse(text).map_err(|error| format!("must be a UUID: {error}"))?;
-    match validate_id(&id) {
-        Some(description) => Err(description),
-        None => Ok(id),
+    let id = Uuid::try_parse(text).map_err(|source| SchemaError::IdSyntax { source })?;
+    if id.is_nil() {
+        return Err(SchemaError::NilId);
     }
+    Ok(id)
 }
 
 /// Checks an event time: UTC milliseconds since the Unix epoch, after the epoch.

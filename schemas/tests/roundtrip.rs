@@ -4,7 +4,7 @@
 mod common;
 
 use apache_avro::{Schema, types::Value, writer::datum::GenericDatumWriter};
-use schemas::{CodecError, Event, OrderCreated, registry_subjects};
+use schemas::{Event, OrderCreated, SchemaError, registry_subjects};
 
 fn round_trip<E: Event + PartialEq + std::fmt::Debug>(event: &E) {
     let bytes = event.to_avro().unwrap();
@@ -99,7 +99,7 @@ fn order_created_v1_bytes_decode_into_the_v2_type() {
     // Reading v2 bytes as if they were v1 leaves the channel's union index unread.
     assert!(matches!(
         OrderCreated::from_avro(&v1, &v2_bytes),
-        Err(CodecError::Shape { .. })
+        Err(SchemaError::Shape { .. })
     ));
 }
 
@@ -175,7 +175,7 @@ fn trailing_bytes_are_refused() {
     let error =
         schemas::StockAdjusted::from_avro(schemas::StockAdjusted::schema(), &bytes).unwrap_err();
     assert!(
-        matches!(&error, CodecError::Shape { message, .. } if message.contains("left over")),
+        matches!(&error, SchemaError::Shape { message, .. } if message.contains("left over")),
         "{error}"
     );
 }
@@ -189,7 +189,7 @@ fn truncated_and_foreign_bytes_are_errors_not_panics() {
     for end in 0..bytes.len() {
         let error = OrderCreated::from_avro(OrderCreated::schema(), &bytes[..end]).unwrap_err();
         assert!(
-            matches!(&error, CodecError::Shape { message, .. } if message.contains("ends early")),
+            matches!(&error, SchemaError::Shape { message, .. } if message.contains("ends early")),
             "{end} of {} bytes: {error}",
             bytes.len()
         );

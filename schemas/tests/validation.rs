@@ -398,6 +398,14 @@ fn ids_from_text() {
     ] {
         assert!(validation::parse_id(bad).is_err(), "{bad}");
     }
+    // The error says which rule, and a parse failure keeps the parser's error as its cause.
+    assert!(matches!(
+        validation::parse_id("00000000-0000-0000-0000-000000000000"),
+        Err(schemas::SchemaError::NilId)
+    ));
+    let syntax = validation::parse_id("67e55044-10b1-426f-9247-bb680e5fe0cz").unwrap_err();
+    assert!(std::error::Error::source(&syntax).is_some(), "{syntax:?}");
+    assert!(syntax.to_string().starts_with("must be a UUID"), "{syntax}");
 }
 
 #[test]

@@ -13,7 +13,7 @@ use eventbus::{
 };
 use rdkafka::Message;
 use rdkafka::message::{Headers, OwnedMessage};
-use schemas::{CodecError, Event, FieldViolation, OrderCreated, OrderLine, Violations};
+use schemas::{Event, FieldViolation, OrderCreated, OrderLine, SchemaError, Violations};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -31,8 +31,8 @@ pub struct Probe {
 const PROBE_SCHEMA: &str = r#"{"type":"record","name":"Probe","namespace":"eventbus.test","fields":[{"name":"id","type":"string"},{"name":"key","type":"string"},{"name":"status","type":{"type":"enum","name":"ProbeStatus","symbols":["OK","LATE"]}},{"name":"time_ms","type":"long"}]}"#;
 static PROBE: LazyLock<Schema> = LazyLock::new(|| Schema::parse_str(PROBE_SCHEMA).unwrap());
 
-fn avro(e: apache_avro::Error) -> CodecError {
-    CodecError::Avro(Box::new(e))
+fn avro(e: apache_avro::Error) -> SchemaError {
+    SchemaError::Avro(Box::new(e))
 }
 
 impl Event for Probe {
@@ -63,7 +63,7 @@ impl Event for Probe {
         }
         Ok(())
     }
-    fn to_avro(&self) -> Result<Vec<u8>, CodecError> {
+    fn to_avro(&self) -> Result<Vec<u8>, SchemaError> {
         let status = match ["OK", "LATE"].iter().position(|s| *s == self.status) {
             Some(i) => Value::Enum(i as u32, self.status.clone()),
             // Not a symbol: the writer's validation must refuse it.
@@ -81,7 +81,7 @@ impl Event for Probe {
             .write_value_to_vec(value)
             .map_err(avro)
     }
-    fn from_avro(writer: &Schema, datum: &[u8]) -> Result<Self, CodecError> {
+    fn from_avro(writer: &Schema, datum: &[u8]) -> Result<Self, SchemaError> {
         let mut input = datum;
         let value = GenericDatumReader::builder(writer)
             .reader_schema(&PROBE)
@@ -89,7 +89,7 @@ impl Event for Probe {
             .map_err(avro)?
             .read_value(&mut input)
             .map_err(avro)?;
-        let shape = |m: &str| CodecError::Shape {
+        let shape = |m: &str| SchemaError::Shape {
             type_name: "Probe",
             message: m.to_owned(),
         };

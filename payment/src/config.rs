@@ -40,6 +40,7 @@ use eventbus::config::duration_serde;
 use eventbus::{Jitter, KafkaSettings, RegistryConfig, RetryPolicy};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
+use servicekit::ConfigError;
 use servicekit::config::Loader;
 pub use servicekit::telemetry::{LogFormat, TelemetryConfig};
 
@@ -123,8 +124,7 @@ impl Config {
 
     /// Extracts and validates a configuration from `figment`.
     pub fn extract(figment: Figment) -> Result<Config, PaymentError> {
-        let config: Config = servicekit::config::extract(&figment)
-            .map_err(|e| PaymentError::Config(e.to_string()))?;
+        let config: Config = servicekit::config::extract(&figment)?;
         config.validate()?;
         Ok(config)
     }
@@ -141,26 +141,26 @@ impl Config {
 
     /// Checks the values that serde cannot.
     pub fn validate(&self) -> Result<(), PaymentError> {
-        let bad = |what: &str| Err(PaymentError::Config(what.to_owned()));
+        let bad = |key: &str, rule: &str| Err(ConfigError::rule(key, rule).into());
         if self.instance_id.trim().is_empty() {
-            return bad("instance_id must not be empty");
+            return bad("instance_id", "must not be empty");
         }
         if self.transaction.max_batch == 0 {
-            return bad("transaction.max_batch must be at least 1");
+            return bad("transaction.max_batch", "must be at least 1");
         }
         if self.transaction.commit_interval.is_zero() {
-            return bad("transaction.commit_interval must be positive");
+            return bad("transaction.commit_interval", "must be positive");
         }
         if self.transaction.transaction_timeout < Duration::from_secs(1) {
-            return bad("transaction.transaction_timeout must be at least 1s");
+            return bad("transaction.transaction_timeout", "must be at least 1s");
         }
         if self.settle.max_in_flight == 0 {
-            return bad("settle.max_in_flight must be at least 1");
+            return bad("settle.max_in_flight", "must be at least 1");
         }
         if self.settle.retry.max_attempts == 0 {
-            return bad("settle.retry.max_attempts must be at least 1");
+            return bad("settle.retry.max_attempts", "must be at least 1");
         }
-        self.gateway.validate().map_err(PaymentError::Config)
+        Ok(self.gateway.validate()?)
     }
 
     /// The consumer group: `<prefix><consumer.group_id>`.

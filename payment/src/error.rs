@@ -6,21 +6,60 @@
 //! surfaces as a `PaymentError`: bad data goes to the DLQ, declines become
 //! `payment.failed`, transient failures are retried, and a transaction that failed in
 //! an abortable way is aborted and re-run.
+//!
+//! Every variant keeps its cause as its `source()`, and [`PaymentError::fault`] answers
+//! with eventbus's [`Fault`], so the binary (and an operator) can tell a deployment
+//! problem from an outage without reading message text.
 
 use eventbus::kafka::KafkaError;
-use eventbus::{BusError, TxnError};
+use eventbus::{BusError, Fault, TxnError};
+use servicekit::ConfigError;
 
 /// Why the Payment Service stopped (or could not start).
 #[derive(Debug, thiserror::Error)]
 pub enum PaymentError {
-    /// The configuration could not be loaded or is not usable.
-    #[error("configuration: {0}")]
-    Config(String),
+    /// The configuration could not be loaded or breaks a rule.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
 
-    /// The deployment is not set up for the service: a topic is missing, partition
-    /// counts differ, a schema is not registered. An operator must act.
-    #[error("setup: {0}")]
-    Setup(String),
+    /// The simulated gateway's ledger file could not be read or opened.
+    #[error("simulated gateway ledger {path}: {source}")]
+    Ledger {
+        /// The ledger file.
+        path: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A topic the service reads or writes does not exist (automatic topic creation is
+    /// off), or this principal may not see it.
+    #[error(
+        "topic {topic}: {source}; create the topics with `make up` / `busctl topics apply`, and check the principal's ACLs (deploy/acls.toml)"
+    )]
+    Topic {
+        /// The topic.
+        topic: String,
+        /// What the metadata request answered.
+        #[source]
+        source: Box<BusError>,
+    },
+
+    /// An outcome topic does not have as many partitions as `order.created`: outcomes go
+    /// to their order's partition number, so the counts must match.
+    #[error(
+        "{output} has {output_partitions} partitions but {input} has {input_partitions}: the order and payment topics must have one partition count (outcomes go to their order's partition)"
+    )]
+    PartitionMismatch {
+        /// The outcome topic.
+        output: String,
+        /// Its partition count.
+        output_partitions: i32,
+        /// `order.created`.
+        input: String,
+        /// Its partition count.
+        input_partitions: i32,
+    },
 
     /// An eventbus call failed in a way the service cannot get past (registry refused
     /// a schema, a client could not be created).
@@ -55,13 +94,27 @@ pub enum PaymentError {
     #[error(transparent)]
     Transaction(TxnError),
 
+    /// The metrics could not be registered.
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+
     /// The HTTP listener failed.
     #[error("http server: {0}")]
     Http(#[from] std::io::Error),
 
-    /// A task of the service panicked or was cancelled.
-    #[error("task: {0}")]
-    Task(String),
+    /// A blocking task of the service panicked or was cancelled.
+    #[error("{operation} task: {source}")]
+    Task {
+        /// What the task was doing.
+        operation: &'static str,
+        /// The cause.
+        #[source]
+        source: tokio::task::JoinError,
+    },
+
+    /// A thread of the service panicked (the panic message went to stderr).
+    #[error("{0} panicked")]
+    Panicked(&'static str),
 }
 
 impl From<TxnError> for PaymentError {
@@ -81,6 +134,38 @@ impl PaymentError {
         PaymentError::Kafka {
             operation: operation.into(),
             source,
+        }
+    }
+
+    pub(crate) fn task(operation: &'static str) -> impl FnOnce(tokio::task::JoinError) -> Self {
+        move |source| PaymentError::Task { operation, source }
+    }
+
+    /// Whose fault the error is, in eventbus's terms: [`Fault::Setup`] for what an
+    /// operator must fix (configuration, topics, a second instance with our id),
+    /// [`Fault::Infrastructure`] for the cluster or the process failing.
+    pub fn fault(&self) -> Fault {
+        match self {
+            PaymentError::Config(_)
+            | PaymentError::Ledger { .. }
+            | PaymentError::Topic { .. }
+            | PaymentError::PartitionMismatch { .. }
+            | PaymentError::Fenced { .. }
+            | PaymentError::Metrics(_) => Fault::Setup,
+            PaymentError::Bus(e) => e.fault(),
+            PaymentError::Kafka { source, .. } => Fault::of_kafka(source),
+            PaymentError::Transaction(e) => e.fault(),
+            PaymentError::Http(_) | PaymentError::Task { .. } | PaymentError::Panicked(_) => {
+                Fault::Infrastructure
+            }
+        }
+    }
+
+    /// Whether starting the service again may get past the error without an operator.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            PaymentError::Bus(e) => e.is_retriable(),
+            other => other.fault() == Fault::Infrastructure,
         }
     }
 }

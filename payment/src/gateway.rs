@@ -57,7 +57,7 @@ use std::fs::{File, OpenOptions};
 use std::future::Future;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use eventbus::config::duration_serde;
@@ -65,7 +65,10 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use schemas::reason_codes;
 use serde::Deserialize;
+use servicekit::ConfigError;
 use uuid::Uuid;
+
+use crate::error::PaymentError;
 
 /// What the service asks the gateway to do for one order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,7 +107,7 @@ pub struct Charge {
 }
 
 /// Why a charge did not succeed; decides what the service does (module docs).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum GatewayError {
     /// The provider refused the payment: a business outcome, `payment.failed`.
     #[error("declined ({code}): {reason}")]
@@ -117,6 +120,10 @@ pub enum GatewayError {
     /// The provider could not answer now; retry with backoff.
     #[error("gateway unavailable: {0}")]
     Transient(String),
+    /// The charge could not be recorded in the local ledger; retry with backoff (the
+    /// same idempotency key makes the retry a replay).
+    #[error("ledger write failed: {0}")]
+    Ledger(#[source] Arc<std::io::Error>),
     /// The request cannot succeed; dead-letter the order.
     #[error("gateway refused the request: {0}")]
     Fatal(String),
@@ -176,17 +183,20 @@ impl Default for SimulatedGatewayConfig {
 
 impl SimulatedGatewayConfig {
     /// Checks the values serde cannot.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if !(0.0..=1.0).contains(&self.transient_failure_rate) {
-            return Err(format!(
-                "gateway.transient_failure_rate must be in [0, 1], got {}",
-                self.transient_failure_rate
+            return Err(ConfigError::rule(
+                "gateway.transient_failure_rate",
+                format!("must be in [0, 1], got {}", self.transient_failure_rate),
             ));
         }
         if self.amount_limit_minor < 0 {
-            return Err(format!(
-                "gateway.amount_limit_minor must be 0 (no limit) or positive, got {}",
-                self.amount_limit_minor
+            return Err(ConfigError::rule(
+                "gateway.amount_limit_minor",
+                format!(
+                    "must be 0 (no limit) or positive, got {}",
+                    self.amount_limit_minor
+                ),
             ));
         }
         Ok(())
@@ -254,15 +264,17 @@ pub struct SimulatedGateway {
 
 impl SimulatedGateway {
     /// A gateway with `config`; loads (and then appends to) the ledger file if one is set.
-    pub fn new(config: SimulatedGatewayConfig) -> std::io::Result<Self> {
-        config
-            .validate()
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    pub fn new(config: SimulatedGatewayConfig) -> Result<Self, PaymentError> {
+        config.validate()?;
         let mut state = State::default();
         if let Some(path) = &config.ledger_path {
+            let ledger = |source| PaymentError::Ledger {
+                path: path.display().to_string(),
+                source,
+            };
             let mut torn = false;
             if path.exists() {
-                let text = std::fs::read_to_string(path)?;
+                let text = std::fs::read_to_string(path).map_err(ledger)?;
                 torn = !text.is_empty() && !text.ends_with('\n');
                 for (number, line) in text.lines().enumerate() {
                     match parse_ledger_line(line) {
@@ -278,10 +290,14 @@ impl SimulatedGateway {
                     }
                 }
             }
-            let mut file = OpenOptions::new().create(true).append(true).open(path)?;
+            let mut file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(ledger)?;
             if torn {
                 // End the torn line, so the next record starts on a line of its own.
-                file.write_all(b"\n")?;
+                file.write_all(b"\n").map_err(ledger)?;
             }
             state.ledger = Some(file);
         }
@@ -361,7 +377,7 @@ impl SimulatedGateway {
             );
             // One write per line: a kill -9 can tear at most the line being written.
             file.write_all(line.as_bytes())
-                .map_err(|e| GatewayError::Transient(format!("ledger write failed: {e}")))?;
+                .map_err(|e| GatewayError::Ledger(Arc::new(e)))?;
         }
         let charge = Charge {
             payment_id: entry.payment_id,

@@ -72,10 +72,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use eventbus::Fault;
 use eventbus::client::{self, ReaderOptions};
 use eventbus::context::BusContext;
-use eventbus::kafka::{KafkaError, RDKafkaErrorCode};
-use eventbus::{BusError, Fault};
 use futures::FutureExt;
 use tokio::net::TcpListener;
 
@@ -86,8 +85,8 @@ pub mod metrics;
 pub mod outcome;
 pub mod processor;
 pub mod server;
-pub mod settle;
-pub mod settled;
+pub mod settled_index;
+pub mod settlement;
 pub mod transaction;
 
 pub use config::{Config, Topics};
@@ -96,7 +95,7 @@ pub use gateway::{
     Charge, ChargeRequest, GatewayError, PaymentGateway, SimulatedGateway, SimulatedGatewayConfig,
 };
 pub use metrics::PaymentMetrics;
-pub use settle::Settlement;
+pub use settlement::Settlement;
 
 use crate::outcome::OutcomeEncoder;
 use crate::processor::{Parts, Processor};
@@ -110,8 +109,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), PaymentError> {
-    let gateway = SimulatedGateway::new(config.gateway.clone())
-        .map_err(|e| PaymentError::Config(format!("simulated gateway: {e}")))?;
+    let gateway = SimulatedGateway::new(config.gateway.clone())?;
     run_with_gateway(config, Arc::new(gateway), listener, shutdown).await
 }
 
@@ -123,8 +121,7 @@ pub async fn run_with_gateway<G: PaymentGateway>(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), PaymentError> {
     config.validate()?;
-    let metrics = PaymentMetrics::register(&prometheus::Registry::new())
-        .map_err(|e| PaymentError::Config(format!("metrics: {e}")))?;
+    let metrics = PaymentMetrics::register(&prometheus::Registry::new())?;
     let health = Arc::new(Health::default());
     let shutdown = shutdown.boxed().shared();
 
@@ -216,7 +213,7 @@ async fn start<G: PaymentGateway>(
     Ok((processor, lag))
 }
 
-/// Fails with [`PaymentError::Setup`] unless the four topics exist and the payment
+/// Fails with [`PaymentError::Topic`] or [`PaymentError::PartitionMismatch`] unless the four topics exist and the payment
 /// topics have as many partitions as the input (co-partitioning).
 async fn check_topics(
     config: &Config,
@@ -234,36 +231,34 @@ async fn check_topics(
         // A reader is eventbus's client for metadata; it never joins its group.
         let client = client::reader(&kafka, &ReaderOptions::default(), context)?;
         let count = |topic: &str| -> Result<i32, PaymentError> {
-            client::partition_count(&client, topic, Duration::from_secs(10)).map_err(|e| match e {
-                BusError::MissingTopic(_)
-                | BusError::Kafka {
-                    error:
-                        KafkaError::MetadataFetch(
-                            RDKafkaErrorCode::UnknownTopicOrPartition
-                            | RDKafkaErrorCode::UnknownTopic,
-                        ),
-                    ..
-                } => PaymentError::Setup(format!(
-                    "topic {topic} does not exist (automatic topic creation is off); create it with `make up` / `busctl topics apply`"
-                )),
-                // Access denied, a refused configuration: an operator must act.
-                e if e.fault() == Fault::Setup => PaymentError::Setup(format!("topic {topic}: {e}")),
-                e => PaymentError::Bus(e),
+            client::partition_count(&client, topic, Duration::from_secs(10)).map_err(|e| {
+                // A missing topic (MissingTopic, or the metadata's UnknownTopic), access
+                // denied, a refused configuration: an operator must act.
+                if e.fault() == Fault::Setup {
+                    PaymentError::Topic {
+                        topic: topic.to_owned(),
+                        source: Box::new(e),
+                    }
+                } else {
+                    PaymentError::Bus(e)
+                }
             })
         };
         let input = count(&topics.order_created)?;
         for output in [&topics.payment_completed, &topics.payment_failed] {
             let n = count(output)?;
             if n != input {
-                return Err(PaymentError::Setup(format!(
-                    "{output} has {n} partitions but {} has {input}: the order and payment topics must have one partition count (outcomes go to their order's partition)",
-                    topics.order_created
-                )));
+                return Err(PaymentError::PartitionMismatch {
+                    output: output.clone(),
+                    output_partitions: n,
+                    input: topics.order_created.clone(),
+                    input_partitions: input,
+                });
             }
         }
         count(&topics.dlq)?;
         Ok(())
     })
     .await
-    .map_err(|e| PaymentError::Task(format!("topic check: {e}")))?
+    .map_err(PaymentError::task("topic check"))?
 }

@@ -14,7 +14,7 @@
 //!   settles, explicitly, not through the partitioner. The order and payment topics
 //!   have one partition count (checked at start-up), so the pipeline can join them per
 //!   partition whatever partitioner the order's producer used, and
-//!   [`crate::settled`] knows exactly which outcome partitions to read to find an
+//!   [`crate::settled_index`] knows exactly which outcome partitions to read to find an
 //!   order's outcome.
 //! - **Key**: the order id, as docs/design.md says for payment topics.
 //! - **Event id** (`ce_id`, `event_id`): a name-based UUID (v5) of the order id and the

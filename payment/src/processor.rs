@@ -31,7 +31,7 @@
 //!   (session timeout) fails in `send_offsets_to_transaction` on its stale generation
 //!   (KIP-447) and aborts.
 //! - **A second record for a settled order** (redrive, replay): skipped via
-//!   [`crate::settled`], its offset committed with the batch, counted in
+//!   [`crate::settled_index`], its offset committed with the batch, counted in
 //!   `payment_duplicates_skipped_total`. No gateway call is made for it.
 //!
 //! # Latency and throughput: the commit interval
@@ -89,8 +89,8 @@ use crate::gateway::PaymentGateway;
 use crate::metrics::PaymentMetrics;
 use crate::outcome::{OutRecord, OutcomeEncoder, next_hop};
 use crate::server::Health;
-use crate::settle::{Settlement, settle};
-use crate::settled::{self, SettledIndex};
+use crate::settled_index::{self, SettledIndex};
+use crate::settlement::{Settlement, settle};
 use crate::transaction::TxnProducer;
 
 /// The group consumer of order.created.
@@ -108,7 +108,7 @@ pub type OrderConsumer = StreamConsumer;
 /// - `isolation.level=read_committed`: an order from an aborted transaction (a
 ///   transactional producer upstream, a redrive tool) never happened and must not be
 ///   charged; it also makes librdkafka fetch committed offsets with `require_stable`,
-///   which [`crate::settled`] relies on;
+///   which [`crate::settled_index`] relies on;
 /// - `group.instance.id` (static membership, on by default): a restarted instance gets
 ///   its partitions back without a rebalance.
 ///
@@ -487,7 +487,7 @@ impl<G: PaymentGateway> Processor<G> {
         // 1. The settled-orders index of partitions seen for the first time.
         // When one partition of the batch is new, every unloaded partition of the
         // assignment is loaded with it: one load per assignment rather than one per
-        // partition (see crate::settled for why that is as safe).
+        // partition (see crate::settled_index for why that is as safe).
         let needed = batch
             .first_offsets
             .keys()
@@ -506,7 +506,7 @@ impl<G: PaymentGateway> Processor<G> {
                 self.topics.payment_completed.clone(),
                 self.topics.payment_failed.clone(),
             ];
-            let loaded = settled::load(
+            let loaded = settled_index::load(
                 &self.kafka,
                 &topics,
                 &missing,
@@ -766,7 +766,7 @@ impl<G: PaymentGateway> Processor<G> {
             consumer.seek_partitions(tpl, Duration::from_secs(10))
         })
         .await
-        .map_err(|e| PaymentError::Task(format!("seek: {e}")))?
+        .map_err(PaymentError::task("seek"))?
         .map_err(|e| PaymentError::kafka("seek back after an aborted batch", e))?;
         for element in result.elements() {
             if let Err(e) = element.error() {

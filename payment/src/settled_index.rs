@@ -146,9 +146,8 @@ pub async fn load(
                 handles
                     .into_iter()
                     .map(|h| {
-                        h.join().unwrap_or_else(|_| {
-                            Err(PaymentError::Task("settled-index reader panicked".into()))
-                        })
+                        h.join()
+                            .unwrap_or_else(|_| Err(PaymentError::Panicked("settled-index reader")))
                     })
                     .collect()
             });
@@ -162,7 +161,7 @@ pub async fn load(
         Ok(found)
     })
     .await
-    .map_err(|e| PaymentError::Task(format!("settled-index load: {e}")))?
+    .map_err(PaymentError::task("settled-index load"))?
 }
 
 /// Reads `topic`'s `partitions` to their end.

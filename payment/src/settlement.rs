@@ -75,7 +75,7 @@ pub async fn settle<G: PaymentGateway>(
         let result = match &answer {
             Ok(_) => "ok",
             Err(GatewayError::Declined { .. }) => "declined",
-            Err(GatewayError::Transient(_)) => "transient",
+            Err(GatewayError::Transient(_) | GatewayError::Ledger(_)) => "transient",
             Err(GatewayError::Fatal(_)) => "fatal",
         };
         metrics
@@ -108,7 +108,8 @@ pub async fn settle<G: PaymentGateway>(
                     last_failure_ms: failed_at,
                 };
             }
-            Err(GatewayError::Transient(message)) => {
+            Err(error @ (GatewayError::Transient(_) | GatewayError::Ledger(_))) => {
+                let message = eventbus::chain(&error);
                 let first = *first_failure_ms.get_or_insert(failed_at);
                 if attempts < config.retry.max_attempts {
                     let delay = config.retry.delay(attempts);

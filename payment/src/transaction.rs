@@ -119,7 +119,7 @@ impl TxnProducer {
         let producer = self.inner.clone();
         tokio::task::spawn_blocking(move || producer.init())
             .await
-            .map_err(|e| PaymentError::Task(format!("init_transactions: {e}")))?
+            .map_err(PaymentError::task("init_transactions"))?
             .map_err(|e| match e {
                 // Nothing to abort before the first transaction: a coordinator that
                 // stayed unavailable through the retries.

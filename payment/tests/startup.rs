@@ -22,8 +22,11 @@ async fn missing_topics_stop_the_service_with_a_setup_error() {
         .await
         .expect_err("the service must not start without its topics");
     assert!(
-        matches!(&error, PaymentError::Setup(m) if m.contains("does not exist") && m.contains("order.created")),
+        matches!(&error, PaymentError::Topic { topic, .. } if topic.ends_with("order.created")),
         "{error}"
     );
+    assert!(error.to_string().contains("does not exist"), "{error}");
+    assert_eq!(error.fault(), eventbus::Fault::Setup, "{error}");
+    assert!(!error.is_retriable(), "{error}");
     env.cluster.cleanup().await;
 }

@@ -15,8 +15,4 @@ pub mod scenario;
 pub mod stack;
 pub mod stats;
 
-/// Generated gRPC clients of `proto/orderpipeline/v1`.
-#[allow(missing_docs, clippy::all)]
-pub mod proto {
-    tonic::include_proto!("orderpipeline.v1");
-}
+pub use ::proto;

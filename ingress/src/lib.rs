@@ -47,7 +47,7 @@ pub mod config;
 pub mod grpc;
 pub mod idempotency;
 pub mod metrics;
-pub mod proto;
+pub use ::proto;
 pub mod readiness;
 pub mod rest;
 pub mod validation;
@@ -243,10 +243,16 @@ pub async fn run(
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .with_service_name(proto::order_service_server::SERVICE_NAME)
+        .with_service_name(proto::inventory_admin_service_server::SERVICE_NAME)
+        .with_service_name(tonic_health::pb::health_server::SERVICE_NAME)
         .build_v1()?;
     let reflection_v1alpha = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .with_service_name(proto::order_service_server::SERVICE_NAME)
+        .with_service_name(proto::inventory_admin_service_server::SERVICE_NAME)
+        .with_service_name(tonic_health::pb::health_server::SERVICE_NAME)
         .build_v1alpha()?;
     let api = GrpcApi::new(commands.clone(), metrics.clone());
     let max_message = config.grpc.max_message_bytes;

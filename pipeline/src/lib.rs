@@ -59,14 +59,7 @@ pub mod sink;
 pub mod source;
 pub mod views;
 
-/// The generated gRPC types of `proto/orderpipeline/v1/views.proto`.
-#[allow(missing_docs, clippy::all, clippy::pedantic)]
-pub mod proto {
-    tonic::include_proto!("orderpipeline.v1");
-
-    /// The encoded file descriptor set, for gRPC reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("views_descriptor");
-}
+pub use ::proto;
 
 pub use config::PipelineConfig;
 pub use error::PipelineError;

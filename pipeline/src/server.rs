@@ -151,6 +151,7 @@ pub async fn serve(
 
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .with_service_name(proto::view_service_server::SERVICE_NAME)
         .build_v1()
         .map_err(|e| PipelineError::Server(format!("gRPC reflection: {e}")))?;
     let service = ViewServiceServer::new(GrpcViews {

@@ -8,7 +8,7 @@
 //! | outcome | code | details |
 //! |---|---|---|
 //! | invalid request | INVALID_ARGUMENT | `google.rpc.BadRequest`, every field violation, same paths as REST |
-//! | undecodable protobuf | INVALID_ARGUMENT | (see [`codec`]) |
+//! | undecodable protobuf | INVALID_ARGUMENT | (see [`proto::codec`]) |
 //! | `request_id` reused with another request | FAILED_PRECONDITION | `google.rpc.PreconditionFailure` (type `IDEMPOTENCY`, subject `request_id`) |
 //! | same `request_id` still in progress | ABORTED | `google.rpc.RetryInfo` |
 //! | order unknown to the view | NOT_FOUND | |
@@ -18,8 +18,6 @@
 //!
 //! The idempotency key is the `request_id` field; the same key over REST and gRPC is
 //! the same key (the answer is the same event, rendered for each API).
-
-pub mod codec;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

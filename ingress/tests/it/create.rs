@@ -353,6 +353,12 @@ async fn operational_endpoints_and_grpc_health_and_reflection() {
     ] {
         assert!(services.iter().any(|s| s == expected), "{services:?}");
     }
+    // The shared descriptor set also describes the pipeline's ViewService, which ingress
+    // only calls: reflection must not advertise it here.
+    assert!(
+        !services.iter().any(|s| s == "orderpipeline.v1.ViewService"),
+        "{services:?}"
+    );
 
     app.stop().await.unwrap();
     env.cleanup().await;

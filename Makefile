@@ -13,6 +13,15 @@
 #   make lint    cargo fmt --check and clippy -D warnings
 #   make demo    a realistic stream of orders against `make up`, the inventory view live
 #   make bench   pipeline vs Kafka's floor (BENCH_MODE=full|short, BENCH_OUT=dir; benches/README.md)
+#   make test-monitoring      promtool: the generated Prometheus config and the alert rules'
+#                unit tests, the dashboards generate (offline; `make test` runs it first)
+#   make check-observability  needs `make up` and traffic (`make demo`): every panel and alert
+#                names metrics the live Prometheus has, one order's log lines are found in
+#                VictoriaLogs, the dashboard page renders in headless Chromium
+#   make logs ORDER=<order id> (or TRACE=<trace id>)  that order's log lines, all services
+#
+# `make up` also starts the monitoring stack (deploy/local/observability.sh): Prometheus
+# :9090, dashboards (VictoriaMetrics) :8428/vmui, logs (VictoriaLogs) :9428/select/vmui.
 #
 # Runtime files (config, data, logs, pids, secrets) live in .run/ ; jar caches in
 # deploy/local/.cache. Credentials: .run/secrets/<principal>.conf (librdkafka: kcat -F and
@@ -29,7 +38,8 @@ export REGISTRY_URL ?= http://127.0.0.1:8081
 ADMIN_CLIENT_CONFIG := $(CURDIR)/.run/secrets/admin.conf
 test bench demo: export KAFKA_CLIENT_CONFIG ?= $(ADMIN_CLIENT_CONFIG)
 
-.PHONY: up down status clean acls test test-unit lint fmt schemas bench demo
+.PHONY: up down status clean acls test test-unit lint fmt schemas bench demo \
+	test-monitoring check-observability logs
 
 up:
 	@CARGO_PROFILE=release $(PLATFORM) up
@@ -54,7 +64,7 @@ schemas:
 
 # Tests share one dev build with the operator tool; the platform is started if it is not
 # running and left running afterwards (CI stops it with `make down`).
-test:
+test: test-monitoring
 	@PLATFORM_ONLY=1 CARGO_PROFILE=dev $(PLATFORM) up
 	cargo test --workspace --no-fail-fast
 
@@ -78,3 +88,24 @@ bench:
 demo:
 	@cargo build -q --release -p benches --bin demo
 	@$${CARGO_TARGET_DIR:-target}/release/demo $(DEMO_ARGS)
+
+# ---------------------------------------------------------------- monitoring
+# deploy/monitoring/ holds each definition once (alerts.yaml as a PrometheusRule, Grafana
+# dashboards); generate.py derives what the local tools read. Offline checks: promtool on
+# the generated config and rules, the rules' unit tests (tests/alerts.test.yaml).
+MONITORING_OUT := $(or $(CARGO_TARGET_DIR),target)/monitoring
+test-monitoring:
+	@rm -rf $(MONITORING_OUT) && mkdir -p $(MONITORING_OUT)/run/prometheus/targets
+	@python3 deploy/monitoring/generate.py prometheus --run $(MONITORING_OUT)/run --out $(MONITORING_OUT)/run/prometheus
+	@python3 deploy/monitoring/generate.py vmui --out $(MONITORING_OUT)/vmui
+	promtool check config $(MONITORING_OUT)/run/prometheus/prometheus.yml
+	@cp $(MONITORING_OUT)/run/prometheus/rules.yml $(MONITORING_OUT)/alerts.rules.yml
+	@cp deploy/monitoring/tests/alerts.test.yaml $(MONITORING_OUT)/
+	promtool test rules $(MONITORING_OUT)/alerts.test.yaml
+
+# The live checks (deploy/monitoring/check.py): run after `make up` and some traffic.
+check-observability:
+	python3 deploy/monitoring/check.py all
+
+logs:
+	@python3 deploy/monitoring/check.py order-logs $(if $(ORDER),--order '$(ORDER)') $(if $(TRACE),--trace '$(TRACE)')

@@ -20,6 +20,7 @@
 //! | `GET /healthz` | 200 while the job runs, 503 once it failed |
 //! | `GET /readyz` | 200 once the restart's rebuild is done and the sink has committed (or has nothing to commit); 503 before |
 //! | `GET /metrics` | Prometheus text format |
+//! | `GET /` | the live inventory page ([`page`]): the stock table and order status changes, following the stream |
 //!
 //! Views endpoints answer 503 (gRPC `UNAVAILABLE`) until the views are rebuilt after a
 //! start, so that nobody mistakes a half-replayed view for the current one.
@@ -57,6 +58,8 @@ use crate::proto;
 use crate::proto::view_service_server::{ViewService, ViewServiceServer};
 use crate::sink::Health;
 use crate::views::{Delta, ViewState, Views};
+
+pub mod page;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -300,6 +303,7 @@ pub fn router(state: ApiState, shutdown: Shutdown) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state((state, shutdown))
+        .merge(page::routes())
 }
 
 type AppState = State<(ApiState, Shutdown)>;

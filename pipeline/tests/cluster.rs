@@ -102,6 +102,9 @@ async fn views_and_topic_equal_the_model_in(env: &Env) -> Result<(), BoxError> {
         model.stock(),
         "gRPC watch snapshot"
     );
+    // The live page in a real headless Chromium shows what GET /v1/inventory shows, after
+    // the real job processed the workload (skipped, with a message, without Chromium).
+    page_equals_rest(http).await?;
     // Metrics: records, arrangements, commits, views, no lag.
     let text = reqwest::get(format!("http://{http}/metrics"))
         .await?
@@ -170,6 +173,38 @@ async fn views_and_topic_equal_the_model_in(env: &Env) -> Result<(), BoxError> {
         report.transactions,
         report.epochs,
         report.stock_updates
+    );
+    Ok(())
+}
+
+/// Opens the inventory page at `http` in headless Chromium and waits until its stock
+/// table and epoch equal `GET /v1/inventory` (the job is caught up: the view is still).
+async fn page_equals_rest(http: std::net::SocketAddr) -> Result<(), BoxError> {
+    let Some(chromium) = browser::find_chromium() else {
+        eprintln!("the inventory page check is SKIPPED: no Chromium (apt-get install chromium)");
+        return Ok(());
+    };
+    let inventory: serde_json::Value = reqwest::get(format!("http://{http}/v1/inventory"))
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let expected = inventory.clone();
+    let (page, ok) = tokio::task::spawn_blocking(move || {
+        let mut browser = browser::Browser::launch(&chromium, 1200, 800)?;
+        browser.navigate(&format!("http://{http}/"))?;
+        browser.wait_for(Duration::from_secs(30), browser::read_page, |p| {
+            browser::page_matches(p, &expected)
+        })
+    })
+    .await??;
+    assert!(
+        ok,
+        "the page's table equals GET /v1/inventory\npage: {page:?}\napi: {inventory}"
+    );
+    assert_eq!(
+        page.stock.len(),
+        inventory["items"].as_array().map_or(0, Vec::len)
     );
     Ok(())
 }

@@ -24,6 +24,8 @@
 //! anywhere in the history fails it, and so does a dead letter written twice or never.
 #![allow(dead_code, missing_docs)]
 
+pub mod browser;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;

@@ -43,6 +43,17 @@ pub struct Stack {
     topics: Vec<String>,
 }
 
+/// What [`Stack::start_with`] changes from [`Stack::start`].
+#[derive(Debug, Clone, Default)]
+pub struct StackOptions {
+    /// Only these services (`"pipeline"`, `"payment"`, `"ingress"`); all three when
+    /// empty. A benchmark of one service leaves the others out so that they neither
+    /// consume its records nor share its CPU.
+    pub only: Vec<&'static str>,
+    /// Extra environment of the pipeline (`PIPELINE__...` settings).
+    pub pipeline_env: Vec<(&'static str, String)>,
+}
+
 /// The workspace's root.
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -66,6 +77,16 @@ impl Stack {
     /// Creates the prefixed topics and subjects and starts pipeline, payment and ingress;
     /// returns once all three answer `/readyz`. `pipeline_args` are timely's (`-w 2`).
     pub async fn start(rules: GatewayRules, pipeline_args: &[&str]) -> anyhow::Result<Stack> {
+        Stack::start_with(rules, pipeline_args, &StackOptions::default()).await
+    }
+
+    /// [`Stack::start`] with [`StackOptions`]: only some of the services, extra settings.
+    /// Every topic and subject is created either way.
+    pub async fn start_with(
+        rules: GatewayRules,
+        pipeline_args: &[&str],
+        options: &StackOptions,
+    ) -> anyhow::Result<Stack> {
         let prefix = format!("stack-{}-", &uuid::Uuid::new_v4().simple().to_string()[..8]);
         let kafka = crate::cluster::kafka_settings();
         let registry = RegistryClient::new(&RegistryConfig::from_env())?;
@@ -115,9 +136,9 @@ impl Stack {
             topics,
         };
         let p = stack.prefix.clone();
-        stack.spawn(
-            "pipeline",
-            &[
+        let runs = |name: &str| options.only.is_empty() || options.only.contains(&name);
+        if runs("pipeline") {
+            let mut env = vec![
                 ("PIPELINE__TOPICS__PREFIX", p.clone()),
                 (
                     "PIPELINE__SINK__TRANSACTIONAL_ID",
@@ -125,34 +146,39 @@ impl Stack {
                 ),
                 ("PIPELINE__SERVER__HTTP", format!("127.0.0.1:{views_http}")),
                 ("PIPELINE__SERVER__GRPC", format!("127.0.0.1:{views_grpc}")),
-            ],
-            pipeline_args,
-        )?;
-        stack.start_payment()?;
-        stack.spawn(
-            "ingress",
-            &[
-                ("INGRESS__REST__LISTEN", format!("127.0.0.1:{rest}")),
-                ("INGRESS__GRPC__LISTEN", format!("127.0.0.1:{grpc}")),
-                (
-                    "INGRESS__VIEWS__ENDPOINT",
-                    format!("http://127.0.0.1:{views_grpc}"),
-                ),
-                (
-                    "INGRESS__TOPICS__ORDER_CREATED",
-                    format!("{p}order-service.order.created"),
-                ),
-                (
-                    "INGRESS__TOPICS__ORDER_UPDATED",
-                    format!("{p}order-service.order.updated"),
-                ),
-                (
-                    "INGRESS__TOPICS__STOCK_ADJUSTED",
-                    format!("{p}inventory-service.stock.adjusted"),
-                ),
-            ],
-            &[],
-        )?;
+            ];
+            env.extend(options.pipeline_env.iter().map(|(k, v)| (*k, v.clone())));
+            stack.spawn("pipeline", &env, pipeline_args)?;
+        }
+        if runs("payment") {
+            stack.start_payment()?;
+        }
+        if runs("ingress") {
+            stack.spawn(
+                "ingress",
+                &[
+                    ("INGRESS__REST__LISTEN", format!("127.0.0.1:{rest}")),
+                    ("INGRESS__GRPC__LISTEN", format!("127.0.0.1:{grpc}")),
+                    (
+                        "INGRESS__VIEWS__ENDPOINT",
+                        format!("http://127.0.0.1:{views_grpc}"),
+                    ),
+                    (
+                        "INGRESS__TOPICS__ORDER_CREATED",
+                        format!("{p}order-service.order.created"),
+                    ),
+                    (
+                        "INGRESS__TOPICS__ORDER_UPDATED",
+                        format!("{p}order-service.order.updated"),
+                    ),
+                    (
+                        "INGRESS__TOPICS__STOCK_ADJUSTED",
+                        format!("{p}inventory-service.stock.adjusted"),
+                    ),
+                ],
+                &[],
+            )?;
+        }
         for (name, url) in [
             ("pipeline", format!("{}/readyz", stack.endpoints.views_rest)),
             ("payment", format!("{}/readyz", stack.payment_url)),
@@ -161,11 +187,18 @@ impl Stack {
                 format!("{}/readyz", stack.endpoints.ingress_rest),
             ),
         ] {
-            stack
-                .wait_ready(name, &url, Duration::from_secs(120))
-                .await?;
+            if stack.children.contains_key(name) {
+                stack
+                    .wait_ready(name, &url, Duration::from_secs(120))
+                    .await?;
+            }
         }
         Ok(stack)
+    }
+
+    /// The process id of a running service.
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        self.children.get(name).map(Child::id)
     }
 
     /// Starts (or restarts) the payment service.

@@ -22,11 +22,14 @@
 # Everything runtime lives in $RUN_DIR: prometheus/ (config, rules, targets/, data/),
 # victoriametrics/ (data/, dashboards/), victorialogs/, vlagent/; process logs in
 # $RUN_DIR/logs/<name>/<name>.log like every other part. The Go tools are built once into
-# deploy/local/.cache/bin (kept by `make clean`); OBSERVABILITY=0 skips the stack (the JMX
-# agents stay attached: they cost nothing until scraped).
+# Go's bin folder (~/go/bin); OBSERVABILITY=0 skips the stack (the JMX agents stay
+# attached: they cost nothing until scraped).
 
 MONITORING="$ROOT/deploy/monitoring"
-OBS_BIN="$CACHE/bin"
+# Go's own default GOBIN: outside the clone, so a fresh clone on a warm machine (CI) reuses
+# the binaries; go version -m tells their versions apart.
+OBS_BIN="${OBS_BIN:-$(go env GOBIN 2>/dev/null || true)}"
+OBS_BIN="${OBS_BIN:-${GOPATH:-$HOME/go}/bin}"
 JMX_VERSION="$(sed -n 's:.*<jmx.exporter.version>\(.*\)</jmx.exporter.version>.*:\1:p' "$HERE/pom.xml")"
 JMX_JAR="$CACHE/jmx/jmx_prometheus_javaagent-$JMX_VERSION.jar"
 VM_VERSION=v1.151.0
@@ -57,19 +60,21 @@ jmx_agent() {
   echo "-javaagent:$JMX_JAR=127.0.0.1:${1}9404:$MONITORING/jmx/kafka-broker.yaml"
 }
 
-# go_tool NAME PACKAGE VERSION: builds NAME into $OBS_BIN with `go install` when it is
-# missing or of another version (about a minute each on 2 cores; a warm machine skips it).
+# go_tool NAME PACKAGE VERSION: builds NAME into $OBS_BIN with `go install` unless the
+# binary there was built from that module version (`go version -m` says which). A minute
+# or two on 2 cores the first time; Go's build cache makes a rebuild take seconds.
 go_tool() {
-  local name="$1" pkg="$2" version="$3" mark="$OBS_BIN/.$1-$3"
-  [[ -x "$OBS_BIN/$name" && -f "$mark" ]] && return 0
+  local name="$1" pkg="$2" version="$3"
+  if [[ -x "$OBS_BIN/$name" ]] &&
+    go version -m "$OBS_BIN/$name" 2>/dev/null | grep -qE "^[[:space:]]+mod[[:space:]].*[[:space:]]$version([[:space:]]|\$)"; then
+    return 0
+  fi
   command -v go >/dev/null ||
     die "$name is missing and Go is not installed: install Go 1.24+ (https://go.dev/dl/), then \`make up\` builds it (GOBIN=$OBS_BIN go install $pkg@$version)"
-  say "building $name $version with go install (first run only, about a minute; output below)"
+  say "building $name $version with go install into $OBS_BIN (first run only, 1-2 minutes; progress below)"
   mkdir -p "$OBS_BIN"
-  GOBIN="$OBS_BIN" GOFLAGS=-mod=mod go install -v "$pkg@$version" 2>&1 | grep -E '^(go: downloading|github.com/VictoriaMetrics/[^ ]*/app/)' || true
+  GOBIN="$OBS_BIN" go install -v "$pkg@$version" 2>&1 | grep -E '^go: downloading github.com/VictoriaMetrics|/app/' || true
   [[ -x "$OBS_BIN/$name" ]] || die "go install $pkg@$version failed (run it by hand to see why)"
-  rm -f "$OBS_BIN/.$name-"*
-  touch "$mark"
 }
 
 # obs_install: what the stack needs, installed or named.

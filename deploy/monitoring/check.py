@@ -6,7 +6,9 @@ demo), because it asks the live tools, never a fake:
 
   metrics     every metric a dashboard panel or an alert rule names has series in the live
               Prometheus (a panel naming a metric nobody exports fails), and a made-up
-              name is reported missing (the checker's own negative case)
+              name is reported missing (the checker's own negative case). A labelled
+              counter a service creates on its first event (dead letters, publish
+              failures) passes without series only if the workspace registers that name
   logs        posts an order to ingress and finds its log lines from ingress, payment and
               the pipeline in VictoriaLogs by its order id; a made-up order id finds none
   dashboard   headless Chromium loads the vmui dashboard page and the DOM must hold every
@@ -17,21 +19,47 @@ Standard library only, like generate.py.
 """
 
 import argparse
+import html
 import json
 import re
+import shutil
+import subprocess
 import sys
+import tempfile
+import time
+import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
+from pathlib import Path
 
 PROM = "http://127.0.0.1:9090"
+VLOGS = "http://127.0.0.1:9428"
+INGRESS = "http://127.0.0.1:8080"
+DASHBOARD_PAGE = "http://127.0.0.1:8428/vmui/#/dashboards"
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+# The services (their `service` log field: ingress, payment, the pipeline) whose lines one
+# order must have in the log store.
+ORDER_SERVICES = ("order-service", "payment-service", "inventory-service")
+# A name no exporter uses: the metrics check must report it (its own negative case).
+MADE_UP_METRIC = "orderpipeline_made_up_metric_total"
+
+# PromQL words that look like metric names but are not.
+KEYWORDS = {
+    "by", "without", "on", "ignoring", "group_left", "group_right", "offset", "bool",
+    "and", "or", "unless", "sum", "min", "max", "avg", "count", "stddev", "stdvar",
+    "topk", "bottomk", "quantile", "count_values", "group", "inf", "nan", "atan2",
+}
 
 
 class CheckError(Exception):
     """A check found something wrong."""
 
 
-def get_json(url: str, timeout: float = 10.0):
-    with urllib.request.urlopen(url, timeout=timeout) as response:
+def get_json(url: str, timeout: float = 10.0, data: bytes | None = None, headers=None):
+    request = urllib.request.Request(url, data=data, headers=headers or {})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
         return json.load(response)
 
 
@@ -42,6 +70,252 @@ def prom_query(prom: str, expr: str):
     if body.get("status") != "success":
         raise CheckError(f"query {expr!r} failed: {body}")
     return body["data"]["result"]
+
+
+def metric_names(expr: str) -> set[str]:
+    """The metric names a PromQL expression selects (label matchers, durations, grouping
+    labels, strings and function names left out)."""
+    text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)  # strings
+    text = re.sub(r"\{[^}]*\}", "", text)  # label matchers
+    text = re.sub(r"\[[^\]]*\]", "", text)  # ranges and subqueries
+    text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", text)
+    names = set()
+    for m in re.finditer(r"(?<![\w.:])([a-zA-Z_:][\w:]*)(\s*\()?", text):
+        word, call = m.group(1), m.group(2)
+        if call or word.lower() in KEYWORDS:
+            continue
+        names.add(word)
+    return names
+
+
+def definitions():
+    """(where, PromQL) of every dashboard panel target and every alert rule."""
+    out = subprocess.run(
+        [sys.executable, str(HERE / "generate.py"), "exprs"],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    return [(d["source"], d["expr"]) for d in map(json.loads, out.splitlines())]
+
+
+def declared_in(name: str):
+    """The workspace source file that registers metric `name` (histogram suffixes
+    stripped), or None. For counters the services create on their first event (a
+    labelled counter has no series before: dead letters, publish failures)."""
+    base = re.sub(r"_(bucket|count|sum)$", "", name)
+    for path in sorted(ROOT.glob("*/src/**/*.rs")):
+        if f'"{base}"' in path.read_text(errors="replace"):
+            return path.relative_to(ROOT)
+    return None
+
+
+def missing_metrics(prom: str, exprs):
+    """({name: places} without series and not declared, {name: declaring file} without
+    series yet but registered by a service, {name: places} of every name)."""
+    used: dict[str, list[str]] = {}
+    for where, expr in exprs:
+        for name in metric_names(expr):
+            used.setdefault(name, []).append(where)
+    missing, lazy = {}, {}
+    for name, places in sorted(used.items()):
+        if prom_query(prom, f'count({{__name__="{name}"}})'):
+            continue
+        source = declared_in(name)
+        if source:
+            lazy[name] = source
+        else:
+            missing[name] = places
+    return missing, lazy, used
+
+
+def cmd_metrics(args) -> int:
+    """Every metric a panel or rule names has series; the made-up name is reported."""
+    exprs = definitions()
+    deadline = time.monotonic() + args.wait
+    while True:
+        missing, lazy, used = missing_metrics(args.prometheus, exprs + [("negative case", MADE_UP_METRIC)])
+        if MADE_UP_METRIC not in missing:
+            raise CheckError(f"{MADE_UP_METRIC} was not reported missing: the check cannot see a missing metric")
+        del missing[MADE_UP_METRIC]
+        if not missing or time.monotonic() > deadline:
+            break
+        time.sleep(5)
+    names = len(used) - 1
+    print(f"metrics: {len(exprs)} panel and alert expressions name {names} metrics; "
+          f"{names - len(missing) - len(lazy)} have series in {args.prometheus}, "
+          f"{len(lazy)} are registered by a service but have no series before their first event, "
+          f"{len(missing)} are exported by nobody; the made-up {MADE_UP_METRIC} was reported (as it must)")
+    for name, source in lazy.items():
+        print(f"  no series yet: {name} (registered in {source})")
+    # A panel may be empty for a good reason (no dead letters, nothing aborted); listed,
+    # not failed. Alert expressions are empty whenever nothing fires.
+    empty = sorted({where for where, expr in exprs
+                    if not where.startswith("alerts.yaml") and not prom_query(args.prometheus, expr)})
+    panels = len({where for where, _ in exprs if not where.startswith("alerts.yaml")})
+    print(f"  {panels - len(empty)}/{panels} panels have data now" + (": empty are" if empty else ""))
+    for where in empty:
+        print(f"    {where}")
+    for name, places in missing.items():
+        print(f"  MISSING {name}: no series, used by {'; '.join(sorted(set(places)))}")
+    return 1 if missing else 0
+
+
+def logsql(vlogs: str, query: str, limit: int = 1000):
+    """The log entries a LogsQL query matches (newest last)."""
+    url = f"{vlogs}/select/logsql/query?" + urllib.parse.urlencode({"query": query, "limit": limit})
+    with urllib.request.urlopen(url, timeout=10) as response:
+        entries = [json.loads(line) for line in response.read().decode().splitlines() if line]
+    return sorted(entries, key=lambda e: e.get("_time", ""))
+
+
+def quoted(value: str) -> str:
+    return json.dumps(value)
+
+
+def order_query(order: str | None, trace: str | None, traces=()) -> str:
+    """LogsQL for one order: its order_id field, or the id inside span fields or the
+    message, or any of its trace ids."""
+    parts = []
+    if order:
+        parts += [f"order_id:={quoted(order)}", f"spans:{quoted(order)}", f"_msg:{quoted(order)}"]
+    for t in ([trace] if trace else []) + list(traces):
+        parts.append(f"trace_id:={quoted(t)}")
+    return " OR ".join(parts) + " | sort by (_time)"
+
+
+def order_lines(vlogs: str, order: str | None, trace: str | None):
+    """Lines of an order, then also lines carrying the trace ids those lines name."""
+    entries = logsql(vlogs, order_query(order, trace))
+    traces = sorted({e["trace_id"] for e in entries if e.get("trace_id")} - {trace})
+    if traces:
+        entries = logsql(vlogs, order_query(order, trace, traces))
+    return entries
+
+
+def cmd_order_logs(args) -> int:
+    if not args.order and not args.trace:
+        raise CheckError("name the order: make logs ORDER=<order id> (or TRACE=<trace id>)")
+    entries = order_lines(args.vlogs, args.order, args.trace)
+    if not entries:
+        print(f"no log lines for {args.order or args.trace} in {args.vlogs} (VictoriaLogs)")
+        return 1
+    skip = {"_time", "_msg", "_stream", "_stream_id", "service", "level", "file", "hostname", "timestamp"}
+    for e in entries:
+        extra = " ".join(f"{k}={v}" for k, v in sorted(e.items()) if k not in skip and v)
+        print(f"{e.get('_time', '')[:23]} {e.get('service', '?'):<9} {e.get('level', ''):<5} {e.get('_msg', '')}  {extra}")
+    return 0
+
+
+def post_order(ingress: str, customer: str) -> str:
+    body = json.dumps({
+        "customer_id": customer,
+        "currency": "EUR",
+        "lines": [{"sku": "SKU-001", "quantity": 1, "unit_price_minor": 1999}],
+    }).encode()
+    headers = {"Content-Type": "application/json", "Idempotency-Key": customer}
+    try:
+        answer = get_json(f"{ingress}/v1/orders", data=body, headers=headers)
+    except urllib.error.HTTPError as e:
+        raise CheckError(f"POST {ingress}/v1/orders answered {e.code}: {e.read()[:300]!r}") from e
+    return answer["order_id"]
+
+
+def cmd_logs(args) -> int:
+    """An order posted now has log lines from ingress, payment and the pipeline."""
+    made_up = str(uuid.uuid4())
+    if logsql(args.vlogs, order_query(made_up, None)):
+        raise CheckError(f"the made-up order {made_up} matched log lines: the query matches too much")
+    order = post_order(args.ingress, f"obs-check-{uuid.uuid4().hex[:12]}")
+    deadline = time.monotonic() + args.wait
+    while True:
+        entries = order_lines(args.vlogs, order, None)
+        services = {e.get("service") for e in entries}
+        if set(ORDER_SERVICES) <= services or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    traces = sorted({e["trace_id"] for e in entries if e.get("trace_id")})
+    print(f"logs: order {order}: {len(entries)} lines in VictoriaLogs from "
+          f"{', '.join(sorted(s or '?' for s in services)) or 'no service'}; trace ids {traces or 'none'}; "
+          f"a made-up order id matched none")
+    lacking = [s for s in ORDER_SERVICES if s not in services]
+    if lacking:
+        print(f"  MISSING lines from {', '.join(lacking)} within {args.wait:.0f} s "
+              f"(query: {order_query(order, None)})")
+        return 1
+    return 0
+
+
+def chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    raise CheckError("chromium not found: apt-get install -y --no-install-recommends chromium")
+
+
+def browse(url: str, width: int, height: int, action: list[str]) -> str:
+    """Runs headless Chromium on url with a fresh profile; its stdout."""
+    with tempfile.TemporaryDirectory() as profile:
+        run = subprocess.run(
+            [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+             "--no-first-run", "--disable-background-networking", "--disable-component-update",
+             "--disable-sync", f"--user-data-dir={profile}", f"--window-size={width},{height}",
+             "--virtual-time-budget=15000", *action, url],
+            capture_output=True, text=True, timeout=120,
+        )
+    if run.returncode != 0:
+        raise CheckError(f"chromium failed ({run.returncode}): {run.stderr[-500:]}")
+    return run.stdout
+
+
+def rendered_panels(dom: str):
+    """{panel title: legend entries (drawn series)} of the vmui panels in a DOM dump."""
+    panels = {}
+    for chunk in dom.split('class="vm-predefined-panel"')[1:]:
+        m = re.search(r'vm-predefined-panel-header__title"[^>]*>([^<]*)<', chunk)
+        if m:
+            panels[html.unescape(m.group(1)).strip()] = chunk.count('class="vm-legend-item ')
+    return panels
+
+
+def cmd_dashboard(args) -> int:
+    """The dashboard page renders the first dashboard's first row with data."""
+    sys.path.insert(0, str(HERE))
+    import generate  # noqa: E402 (the sibling script)
+
+    path, first = next(iter(generate.dashboards()))
+    row = generate.vmui_dashboard(path, first)["rows"][0]
+    dom = browse(args.url, 1400, 2400, ["--dump-dom"])
+    panels = rendered_panels(dom)
+    made_up = "Panel nobody defined " + uuid.uuid4().hex[:8]
+    if made_up in panels or made_up in dom:
+        raise CheckError("a made-up panel title was found in the page")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    shot = out / "dashboard.png"
+    browse(args.url, 1400, 1600, [f"--screenshot={shot}"])
+    size = shot.stat().st_size if shot.exists() else 0
+    bad = [p["title"] for p in row["panels"] if panels.get(p["title"], 0) < 1]
+    print(f"dashboard: {args.url} shows {first['title']!r}; {len(panels)} panels rendered, "
+          f"{len(row['panels']) - len(bad)}/{len(row['panels'])} of row {row['title']!r} with drawn series; "
+          f"screenshot {shot} ({size // 1024} KiB); a made-up panel title was not found")
+    for title in bad:
+        print(f"  NOT RENDERED (no panel or no series): {title}")
+    if size < 20_000:
+        print(f"  the screenshot is missing or blank ({size} bytes)")
+        return 1
+    return 1 if bad else 0
+
+
+def cmd_all(args) -> int:
+    failed = 0
+    for check in (cmd_metrics, cmd_dashboard, cmd_logs):
+        try:
+            failed += check(args) != 0
+        except (CheckError, OSError, subprocess.SubprocessError) as e:
+            print(f"{check.__name__[4:]}: FAILED: {e}")
+            failed += 1
+    print("observability checks: " + (f"{failed} FAILED" if failed else "all passed"))
+    return 1 if failed else 0
 
 
 def cmd_status(args) -> int:
@@ -67,10 +341,26 @@ def main() -> int:
     p = sub.add_parser("status")
     p.add_argument("--prometheus", default=PROM)
     p.set_defaults(func=cmd_status)
+    for name, func in (("metrics", cmd_metrics), ("logs", cmd_logs),
+                       ("dashboard", cmd_dashboard), ("all", cmd_all)):
+        p = sub.add_parser(name)
+        p.add_argument("--prometheus", default=PROM)
+        p.add_argument("--vlogs", default=VLOGS)
+        p.add_argument("--ingress", default=INGRESS)
+        p.add_argument("--url", default=DASHBOARD_PAGE)
+        p.add_argument("--out", default="target/observability")
+        p.add_argument("--wait", type=float, default=60.0,
+                       help="seconds to wait for metrics or log lines to arrive")
+        p.set_defaults(func=func)
+    p = sub.add_parser("order-logs")
+    p.add_argument("--vlogs", default=VLOGS)
+    p.add_argument("--order")
+    p.add_argument("--trace")
+    p.set_defaults(func=cmd_order_logs)
     args = parser.parse_args()
     try:
         return args.func(args)
-    except (CheckError, OSError) as e:
+    except (CheckError, OSError, subprocess.SubprocessError) as e:
         print(f"check.py {args.command}: {e}", file=sys.stderr)
         return 1
 

@@ -15,12 +15,14 @@
 //! - [`tls`]: server TLS from PEM files, for axum ([`tls::HttpListener`]) and tonic;
 //! - [`auth`]: bearer API keys stored as SHA-256 hashes, a tower layer for axum and a
 //!   tonic interceptor;
-//! - [`security`]: the `ApiSecurity` config section that turns both of the above on.
+//! - [`security`]: the `ApiSecurity` config section that turns both of the above on;
+//! - [`error`]: the crate's one error type, nesting each part's.
 //!
 //! The crypto provider is rustls's `ring` everywhere (see the workspace `Cargo.toml`).
 
 pub mod auth;
 pub mod config;
+pub mod error;
 pub mod security;
 pub mod shutdown;
 pub mod telemetry;
@@ -28,6 +30,7 @@ pub mod tls;
 
 pub use auth::{ApiKeyEntry, ApiKeys};
 pub use config::ConfigError;
+pub use error::Error;
 pub use security::{ApiSecurity, Security};
 pub use telemetry::{LogFormat, TelemetryConfig};
 pub use tls::{HttpListener, ServerTls, TlsFiles};

@@ -16,8 +16,9 @@
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
-use crate::auth::{ApiKeyEntry, ApiKeys, AuthError};
-use crate::tls::{HttpListener, ServerTls, TlsError, TlsFiles};
+use crate::Error;
+use crate::auth::{ApiKeyEntry, ApiKeys};
+use crate::tls::{HttpListener, ServerTls, TlsFiles};
 
 /// TLS and API keys for a service's APIs; both off by default.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,20 +31,10 @@ pub struct ApiSecurity {
     pub api_keys: Vec<ApiKeyEntry>,
 }
 
-/// Why the security section is unusable.
-#[derive(Debug, thiserror::Error)]
-pub enum SecurityError {
-    /// The TLS files.
-    #[error("security.tls: {0}")]
-    Tls(#[from] TlsError),
-    /// The key list.
-    #[error("security.{0}")]
-    Keys(#[from] AuthError),
-}
-
 impl ApiSecurity {
     /// Reads the TLS files and checks the key list.
-    pub fn load(&self) -> Result<Security, SecurityError> {
+    /// The error is [`Error::Tls`] or [`Error::Keys`].
+    pub fn load(&self) -> Result<Security, Error> {
         let tls = self.tls.as_ref().map(ServerTls::load).transpose()?;
         let keys = ApiKeys::new(&self.api_keys)?;
         Ok(Security { tls, keys })

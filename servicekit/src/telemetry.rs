@@ -90,7 +90,7 @@ pub fn filter(config: &TelemetryConfig) -> Result<EnvFilter, TelemetryError> {
 
 /// Installs the global subscriber for `service_name`. Fails if the filter does not
 /// parse or a subscriber is installed already.
-pub fn init(config: &TelemetryConfig, service_name: &str) -> Result<(), TelemetryError> {
+pub fn init(config: &TelemetryConfig, service_name: &str) -> Result<(), crate::Error> {
     let filter = filter(config)?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -102,7 +102,7 @@ pub fn init(config: &TelemetryConfig, service_name: &str) -> Result<(), Telemetr
             .event_format(JsonLines::new(service_name))
             .try_init(),
     };
-    result.map_err(TelemetryError::AlreadyInstalled)
+    Ok(result.map_err(TelemetryError::AlreadyInstalled)?)
 }
 
 /// The JSON line format: like tracing-subscriber's flattened JSON, plus a `service`

@@ -114,13 +114,22 @@ pub enum CommandError {
         detail: String,
         /// When to retry.
         retry_after: Duration,
+        /// What failed, when there is more than a deadline that passed (logged, never sent).
+        #[source]
+        cause: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
     },
     /// A dependency answered something this service cannot use (a bad gateway).
-    #[error("{0}")]
-    BadUpstream(String),
-    /// A bug or a setup problem; the detail is logged, never sent.
+    #[error("{detail}")]
+    BadUpstream {
+        /// What to tell the client.
+        detail: String,
+        /// What the dependency answered (logged, never sent).
+        #[source]
+        cause: ViewsError,
+    },
+    /// A bug or a setup problem; the cause is logged, never sent.
     #[error("internal error: {0}")]
-    Internal(String),
+    Internal(#[source] BusError),
 }
 
 /// Revisions for `order.updated`: seconds since 2025-01-01T00:00:00Z, strictly
@@ -412,6 +421,7 @@ impl Commands {
                         self.publish.deadline.as_millis()
                     ),
                     retry_after: self.retry_after(),
+                    cause: None,
                 })
             }
         }
@@ -438,6 +448,7 @@ impl Commands {
                     "the event could not be written to Kafka; retry with the same idempotency key"
                         .to_owned(),
                 retry_after: self.retry_after(),
+                cause: Some(Box::new(error)),
             };
         }
         match error.fault() {
@@ -448,22 +459,22 @@ impl Commands {
                 "publish failed: {error}"
             ),
         }
-        CommandError::Internal(error.to_string())
+        CommandError::Internal(error)
     }
 
     fn views_error(&self, error: ViewsError) -> CommandError {
-        match error {
-            ViewsError::Unavailable(detail) => {
-                tracing::debug!("views unavailable: {detail}");
-                CommandError::Unavailable {
-                    detail: "the order views of the pipeline are not available; retry later"
-                        .to_owned(),
-                    retry_after: self.retry_after(),
-                }
+        if error.is_retriable() {
+            tracing::debug!("{error}");
+            CommandError::Unavailable {
+                detail: "the order views of the pipeline are not available; retry later".to_owned(),
+                retry_after: self.retry_after(),
+                cause: Some(Box::new(error)),
             }
-            ViewsError::BadAnswer(detail) => {
-                tracing::warn!("views answered something unusable: {detail}");
-                CommandError::BadUpstream("the pipeline's views gave an unusable answer".to_owned())
+        } else {
+            tracing::warn!("views answered something unusable: {error}");
+            CommandError::BadUpstream {
+                detail: "the pipeline's views gave an unusable answer".to_owned(),
+                cause: error,
             }
         }
     }

@@ -57,16 +57,19 @@ use eventbus::client::{self, GroupOptions};
 use eventbus::codec::decode;
 use eventbus::context::BusContext;
 use eventbus::kafka::{
-    BorrowedMessage, Consumer, Headers as _, Message as _, Offset, RDKafkaErrorCode,
-    StreamConsumer, TopicPartitionList,
+    BorrowedMessage, Consumer, Headers as _, Message as _, Offset, StreamConsumer,
+    TopicPartitionList,
 };
-use eventbus::{BusMetrics, KafkaSettings, RegistryClient};
+use eventbus::{BusError, BusMetrics, KafkaSettings, RegistryClient};
 use schemas::{OrderCreated, OrderUpdated, StockAdjusted};
 use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::config::{IdempotencyConfig, TopicsConfig};
 use crate::validation::IdempotencyKey;
+
+/// The high watermark to catch up to, per `(topic, partition)` that had records to replay.
+type CatchUpTargets = HashMap<(String, i32), i64>;
 
 /// Namespace of order ids derived from `customer_id` and an idempotency key.
 pub const ORDER_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6f1d_2c4e_8a3b_4f5e_9c7d_1a2b_3c4d_5e6f);
@@ -503,7 +506,7 @@ impl LogFollower {
 
     /// Creates the consumer and assigns every partition of the topics at the first
     /// offset at or after `now - lookback`; returns the high watermarks to catch up to.
-    async fn start(&self) -> Result<(StreamConsumer, HashMap<(String, i32), i64>), String> {
+    async fn start(&self) -> Result<(StreamConsumer, CatchUpTargets), BusError> {
         // A stream consumer that is only ever `assign()`ed (below): it never joins its
         // group and never commits (explicit commits, and none are made); every start
         // replays by time instead. The group id is unique per start and keeps the
@@ -523,8 +526,7 @@ impl LogFollower {
             None,
             BusMetrics::default(),
         );
-        let consumer = client::group_consumer(&self.kafka, &options, context)
-            .map_err(|e| format!("create consumer: {e}"))?;
+        let consumer = client::group_consumer(&self.kafka, &options, context)?;
         let topics: Vec<String> = self.topics.all().iter().map(|t| (*t).to_owned()).collect();
         let since_ms =
             now_ms().saturating_sub(i64::try_from(self.lookback.as_millis()).unwrap_or(i64::MAX));
@@ -535,29 +537,42 @@ impl LogFollower {
             for topic in &topics {
                 let metadata = client
                     .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
-                    .map_err(|e| format!("metadata of {topic}: {e}"))?;
-                let Some(found) = metadata.topics().iter().find(|t| t.name() == topic) else {
-                    return Err(format!("topic {topic} not in metadata"));
+                    .map_err(|e| BusError::Kafka {
+                        operation: format!("metadata of {topic}"),
+                        error: e,
+                    })?;
+                let Some(found) = metadata
+                    .topics()
+                    .iter()
+                    .find(|t| t.name() == topic && t.error().is_none())
+                else {
+                    return Err(BusError::MissingTopic(topic.clone()));
                 };
-                if let Some(error) = found.error() {
-                    return Err(format!("topic {topic}: {}", RDKafkaErrorCode::from(error)));
-                }
                 for partition in found.partitions() {
                     by_time
                         .add_partition_offset(topic, partition.id(), Offset::Offset(since_ms))
-                        .map_err(|e| format!("offsets of {topic}: {e}"))?;
+                        .map_err(|e| BusError::Kafka {
+                            operation: format!("offsets of {topic}"),
+                            error: e,
+                        })?;
                 }
             }
             let starts = client
                 .offsets_for_times(by_time, REQUEST_TIMEOUT)
-                .map_err(|e| format!("offsets for times: {e}"))?;
+                .map_err(|e| BusError::Kafka {
+                    operation: "offsets for times".into(),
+                    error: e,
+                })?;
             let mut assignment = TopicPartitionList::new();
             let mut targets = HashMap::new();
             for element in starts.elements() {
                 let (topic, partition) = (element.topic().to_owned(), element.partition());
                 let (_, high) = client
                     .fetch_watermarks(&topic, partition, REQUEST_TIMEOUT)
-                    .map_err(|e| format!("watermarks of {topic}/{partition}: {e}"))?;
+                    .map_err(|e| BusError::Kafka {
+                        operation: format!("watermarks of {topic}/{partition}"),
+                        error: e,
+                    })?;
                 // No record at or after the time: start at the end.
                 let start = match element.offset() {
                     Offset::Offset(offset) if offset >= 0 => offset,
@@ -565,7 +580,10 @@ impl LogFollower {
                 };
                 assignment
                     .add_partition_offset(&topic, partition, Offset::Offset(start))
-                    .map_err(|e| format!("assign {topic}/{partition}: {e}"))?;
+                    .map_err(|e| BusError::Kafka {
+                        operation: format!("assign {topic}/{partition}"),
+                        error: e,
+                    })?;
                 if start < high {
                     targets.insert((topic, partition), high);
                 }
@@ -573,17 +591,21 @@ impl LogFollower {
             Ok((consumer, assignment, targets))
         })
         .await
-        .map_err(|e| format!("replay task: {e}"))??;
-        consumer
-            .assign(&assignment)
-            .map_err(|e| format!("assign: {e}"))?;
+        .map_err(|source| BusError::Task {
+            operation: "idempotency replay",
+            source,
+        })??;
+        consumer.assign(&assignment).map_err(|e| BusError::Kafka {
+            operation: "assign".into(),
+            error: e,
+        })?;
         Ok((consumer, targets))
     }
 
     async fn follow(
         &self,
         consumer: StreamConsumer,
-        mut targets: HashMap<(String, i32), i64>,
+        mut targets: CatchUpTargets,
         stop: &mut watch::Receiver<bool>,
     ) {
         let started = Instant::now();

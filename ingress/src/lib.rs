@@ -57,7 +57,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 
 use eventbus::{BusConfig, BusError, EventBus, Fault, RegistryClient, SchemaRef};
-use servicekit::security::SecurityError;
+
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -89,7 +89,7 @@ pub enum IngressError {
     },
     /// The `[security]` section is unusable (TLS files, API key hashes).
     #[error("{0}")]
-    Security(#[from] SecurityError),
+    Security(#[from] servicekit::Error),
     /// The eventbus could not be set up (producer, registry client).
     #[error("eventbus: {0}")]
     Bus(#[from] BusError),
@@ -99,9 +99,18 @@ pub enum IngressError {
     /// The metrics could not be registered.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
-    /// The views client cannot be set up (endpoint URL, CA file).
-    #[error("{0}")]
-    Views(#[source] views::ViewsSetupError),
+    /// The views client's endpoint URL or TLS settings are unusable.
+    #[error("views.endpoint: {0}")]
+    ViewsEndpoint(#[source] tonic::transport::Error),
+    /// The views client's CA file could not be read.
+    #[error("views.ca_cert {}: {source}", path.display())]
+    ViewsCaCert {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The readiness prober's Kafka client could not be created.
     #[error("readiness client: {0}")]
     Readiness(#[source] BusError),
@@ -114,6 +123,30 @@ pub enum IngressError {
     /// The gRPC server failed.
     #[error("gRPC server: {0}")]
     Grpc(#[source] tonic::transport::Error),
+}
+
+impl IngressError {
+    /// Whose fault the error is, in eventbus's terms: a Kafka or registry error keeps
+    /// its own classification, a server that failed while running is infrastructure,
+    /// everything else (addresses, files, keys, schemas) an operator must fix.
+    pub fn fault(&self) -> Fault {
+        match self {
+            IngressError::Bus(e) | IngressError::Readiness(e) => e.fault(),
+            IngressError::Schemas(e) if e.is_retriable() => e.fault(),
+            IngressError::Rest(_) | IngressError::Grpc(_) => Fault::Infrastructure,
+            _ => Fault::Setup,
+        }
+    }
+
+    /// Whether starting again may get past the error without an operator.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            IngressError::Bus(e) | IngressError::Readiness(e) | IngressError::Schemas(e) => {
+                e.is_retriable()
+            }
+            other => other.fault() == Fault::Infrastructure,
+        }
+    }
 }
 
 /// The two bound listeners.
@@ -218,7 +251,7 @@ pub async fn run(
         tasks.spawn(follower.run(stop_rx.clone()));
     }
 
-    let views = ViewsClient::new(&config.views).map_err(IngressError::Views)?;
+    let views = ViewsClient::new(&config.views)?;
     let commands = Commands::new(
         bus.producer().clone(),
         config.topics.clone(),

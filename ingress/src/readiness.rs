@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use eventbus::client::{self, ReaderOptions};
 use eventbus::context::BusContext;
-use eventbus::kafka::{BaseConsumer, Consumer, RDKafkaErrorCode};
+use eventbus::kafka::{BaseConsumer, Consumer, KafkaError, RDKafkaErrorCode};
 use eventbus::{BusError, BusMetrics, KafkaSettings, RegistryClient, SchemaRef};
 use serde::Serialize;
 use tokio::sync::watch;
@@ -193,31 +193,38 @@ impl Prober {
         let client = Arc::clone(&self.client);
         let topics = self.topics.clone();
         let timeout = self.config.timeout;
-        let outcome = tokio::task::spawn_blocking(move || -> Result<(), String> {
+        let outcome = tokio::task::spawn_blocking(move || -> Result<(), BusError> {
             for topic in &topics {
-                let metadata = client
-                    .fetch_metadata(Some(topic), timeout)
-                    .map_err(|e| format!("metadata of {topic}: {e}"))?;
+                let metadata =
+                    client
+                        .fetch_metadata(Some(topic), timeout)
+                        .map_err(|e| BusError::Kafka {
+                            operation: format!("metadata of {topic}"),
+                            error: e,
+                        })?;
                 let found = metadata
                     .topics()
                     .iter()
-                    .find(|t| t.name() == topic)
-                    .ok_or_else(|| format!("topic {topic} is not in the metadata"))?;
-                if let Some(error) = found.error() {
-                    return Err(format!("topic {topic}: {}", RDKafkaErrorCode::from(error)));
-                }
-                if found.partitions().is_empty() {
-                    return Err(format!("topic {topic} has no partitions"));
-                }
+                    .find(|t| {
+                        t.name() == topic && t.error().is_none() && !t.partitions().is_empty()
+                    })
+                    .ok_or_else(|| BusError::MissingTopic(topic.clone()))?;
                 if let Some(p) = found.partitions().iter().find(|p| p.leader() < 0) {
-                    return Err(format!("partition {topic}/{} has no leader", p.id()));
+                    return Err(BusError::Kafka {
+                        operation: format!("leader of {topic}/{}", p.id()),
+                        error: KafkaError::MetadataFetch(RDKafkaErrorCode::LeaderNotAvailable),
+                    });
                 }
             }
             Ok(())
         })
         .await
-        .map_err(|e| format!("kafka check task: {e}"))
-        .and_then(|r| r);
+        .unwrap_or_else(|source| {
+            Err(BusError::Task {
+                operation: "kafka check",
+                source,
+            })
+        });
         check("kafka", outcome)
     }
 
@@ -228,25 +235,28 @@ impl Prober {
         )
         .await
         {
-            Err(_) => Err(format!("no answer within {:?}", self.config.timeout)),
-            Ok(Err(error)) => Err(error.to_string()),
+            Err(_) => Err(BusError::Timeout(format!(
+                "the registry gave no answer within {:?}",
+                self.config.timeout
+            ))),
+            Ok(Err(error)) => Err(error),
             Ok(Ok(_)) => Ok(()),
         };
         check("registry", outcome)
     }
 }
 
-fn check(name: &'static str, outcome: Result<(), String>) -> Check {
+fn check(name: &'static str, outcome: Result<(), BusError>) -> Check {
     match outcome {
         Ok(()) => Check {
             name,
             ok: true,
             detail: None,
         },
-        Err(detail) => Check {
+        Err(error) => Check {
             name,
             ok: false,
-            detail: Some(detail),
+            detail: Some(eventbus::chain(&error)),
         },
     }
 }

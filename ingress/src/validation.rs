@@ -26,7 +26,7 @@ use schemas::validation::{
     parse_id, validate_adjustment_reason, validate_currency, validate_customer_id,
     validate_quantity, validate_sku, validate_stock_delta, validate_unit_price_minor,
 };
-use schemas::{MAX_LINES_PER_ORDER, OrderLine, Violations};
+use schemas::{FieldViolation, MAX_LINES_PER_ORDER, OrderLine, Violations};
 use uuid::Uuid;
 
 /// Longest idempotency key, in characters.
@@ -137,23 +137,25 @@ pub struct Adjustment {
 pub struct IdempotencyKey(String);
 
 impl IdempotencyKey {
-    /// Checks a key; the error is a field violation's description.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    /// Checks a key; the error is the violated rule, under the field `idempotency_key`
+    /// (each API names the field its own way: `Idempotency-Key`, `request_id`).
+    pub fn parse(text: &str) -> Result<Self, FieldViolation> {
+        let broken = |description: String| FieldViolation::new("idempotency_key", description);
         if text.is_empty() {
-            return Err(format!(
+            return Err(broken(format!(
                 "must not be empty: 1 to {MAX_IDEMPOTENCY_KEY_CHARS} visible ASCII characters, e.g. a UUID"
-            ));
+            )));
         }
         if let Some(bad) = text.chars().find(|c| !matches!(c, '!'..='~')) {
-            return Err(format!(
+            return Err(broken(format!(
                 "may only contain visible ASCII characters ('!' to '~'); found {bad:?}"
-            ));
+            )));
         }
         if text.len() > MAX_IDEMPOTENCY_KEY_CHARS {
-            return Err(format!(
+            return Err(broken(format!(
                 "must be at most {MAX_IDEMPOTENCY_KEY_CHARS} characters, got {}",
                 text.len()
-            ));
+            )));
         }
         Ok(IdempotencyKey(text.to_owned()))
     }

@@ -14,8 +14,6 @@
 
 use std::time::Duration;
 
-use std::path::PathBuf;
-
 use servicekit::auth::ClientKey;
 use tonic::Code;
 use tonic::service::Interceptor;
@@ -23,36 +21,34 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use uuid::Uuid;
 
+use crate::IngressError;
 use crate::config::ViewsConfig;
 use crate::proto::view_service_client::ViewServiceClient;
 use crate::proto::{GetOrderViewRequest, OrderStatus};
 
-/// Why a view read failed.
+/// Why a view read failed (nested in [`crate::CommandError`] as its cause).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ViewsError {
-    /// The pipeline is down, starting, or too slow: retry later.
+    /// The pipeline did not answer in time: retry later.
+    #[error("views unavailable: no answer within {0:?}")]
+    Timeout(Duration),
+    /// The pipeline is down, starting, or overloaded: retry later.
     #[error("views unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] tonic::Status),
+    /// The pipeline refused the call in a way retrying cannot fix (a bug on one side,
+    /// or the API key).
+    #[error("views refused the call: {0}")]
+    Refused(#[source] tonic::Status),
     /// The pipeline answered something unusable (a bug on one side).
     #[error("views answered badly: {0}")]
     BadAnswer(String),
 }
 
-/// Why the client could not be set up.
-#[derive(Debug, thiserror::Error)]
-pub enum ViewsSetupError {
-    /// The endpoint URL or the TLS settings are unusable.
-    #[error("views.endpoint: {0}")]
-    Endpoint(#[from] tonic::transport::Error),
-    /// The CA file could not be read.
-    #[error("views.ca_cert {}: {source}", path.display())]
-    CaCert {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
+impl ViewsError {
+    /// Whether asking again later can help.
+    pub fn is_retriable(&self) -> bool {
+        matches!(self, ViewsError::Timeout(_) | ViewsError::Unavailable(_))
+    }
 }
 
 /// Adds the configured API key, if any, to every call.
@@ -105,17 +101,19 @@ pub struct ViewsClient {
 
 impl ViewsClient {
     /// A lazily connecting client; fails only on an unusable endpoint URL or CA file.
-    pub fn new(config: &ViewsConfig) -> Result<Self, ViewsSetupError> {
-        let mut endpoint = Endpoint::from_shared(config.endpoint.clone())?
+    pub fn new(config: &ViewsConfig) -> Result<Self, IngressError> {
+        let mut endpoint = Endpoint::from_shared(config.endpoint.clone())
+            .map_err(IngressError::ViewsEndpoint)?
             .connect_timeout(config.connect_timeout)
             .timeout(config.timeout);
         if let Some(path) = &config.ca_cert {
-            let pem = std::fs::read(path).map_err(|source| ViewsSetupError::CaCert {
+            let pem = std::fs::read(path).map_err(|source| IngressError::ViewsCaCert {
                 path: path.clone(),
                 source,
             })?;
             endpoint = endpoint
-                .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))?;
+                .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))
+                .map_err(IngressError::ViewsEndpoint)?;
         }
         let channel = endpoint.connect_lazy();
         Ok(ViewsClient {
@@ -133,12 +131,7 @@ impl ViewsClient {
         let mut client = self.client.clone();
         let call = tokio::time::timeout(self.timeout, client.get_order(request)).await;
         let response = match call {
-            Err(_) => {
-                return Err(ViewsError::Unavailable(format!(
-                    "no answer within {:?}",
-                    self.timeout
-                )));
-            }
+            Err(_) => return Err(ViewsError::Timeout(self.timeout)),
             Ok(Err(status)) => {
                 return match status.code() {
                     Code::NotFound => Ok(None),
@@ -147,15 +140,8 @@ impl ViewsClient {
                     | Code::Cancelled
                     | Code::ResourceExhausted
                     | Code::Aborted
-                    | Code::Unknown => Err(ViewsError::Unavailable(format!(
-                        "{:?}: {}",
-                        status.code(),
-                        status.message()
-                    ))),
-                    other => Err(ViewsError::BadAnswer(format!(
-                        "{other:?}: {}",
-                        status.message()
-                    ))),
+                    | Code::Unknown => Err(ViewsError::Unavailable(status)),
+                    _ => Err(ViewsError::Refused(status)),
                 };
             }
             Ok(Ok(response)) => response.into_inner(),
@@ -170,8 +156,9 @@ impl ViewsClient {
             .ok_or_else(|| {
                 ViewsError::BadAnswer(format!("unknown order status {}", order.status))
             })?;
-        let answered_id = Uuid::try_parse(&order.order_id)
-            .map_err(|e| ViewsError::BadAnswer(format!("order id {:?}: {e}", order.order_id)))?;
+        let answered_id = Uuid::try_parse(&order.order_id).map_err(|e| {
+            ViewsError::BadAnswer(format!("order id {:?} is not a UUID ({e})", order.order_id))
+        })?;
         if answered_id != order_id {
             return Err(ViewsError::BadAnswer(format!(
                 "asked for order {order_id}, got {answered_id}"

@@ -71,12 +71,13 @@ pub fn status_of(error: CommandError) -> Status {
         CommandError::Unavailable {
             detail,
             retry_after,
+            ..
         } => Status::with_error_details(
             Code::Unavailable,
             detail,
             ErrorDetails::with_retry_info(Some(retry_after)),
         ),
-        CommandError::BadUpstream(detail) => Status::unknown(detail),
+        CommandError::BadUpstream { detail, .. } => Status::unknown(detail),
         CommandError::Internal(detail) => {
             tracing::debug!("internal error answered as INTERNAL: {detail}");
             Status::internal("the request could not be processed; the error was logged")
@@ -91,7 +92,8 @@ fn request_key(request_id: &str) -> Result<Option<IdempotencyKey>, Status> {
     }
     IdempotencyKey::parse(request_id)
         .map(Some)
-        .map_err(|description| {
+        .map_err(|violation| {
+            let description = violation.description;
             Status::with_error_details(
                 Code::InvalidArgument,
                 format!("invalid request: request_id {description}"),

@@ -151,7 +151,7 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKeyHeader {
             .unwrap_or(text);
         IdempotencyKey::parse(text)
             .map(|key| IdempotencyKeyHeader(Some(key)))
-            .map_err(problem)
+            .map_err(|violation| problem(violation.description))
     }
 }
 

@@ -259,8 +259,9 @@ impl From<CommandError> for Problem {
             CommandError::Unavailable {
                 detail,
                 retry_after,
+                ..
             } => Problem::unavailable(detail, retry_after),
-            CommandError::BadUpstream(detail) => Problem::new(
+            CommandError::BadUpstream { detail, .. } => Problem::new(
                 StatusCode::BAD_GATEWAY,
                 types::BAD_GATEWAY,
                 "Bad answer from a dependency.",

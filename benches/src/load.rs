@@ -83,6 +83,37 @@ impl Counters {
     }
 }
 
+/// Why a scheduled request has no answer.
+#[derive(Debug, Clone)]
+pub enum RequestError {
+    /// Skipped: the in-flight limit was reached when it was due.
+    NotSent(usize),
+    /// Sent, but not answered within the answer timeout.
+    NoAnswer(Duration),
+    /// The client's error (its causes are its `source()`s).
+    Failed(Arc<dyn std::error::Error + Send + Sync + 'static>),
+}
+
+impl Display for RequestError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RequestError::NotSent(n) => write!(f, "not sent: {n} requests already in flight"),
+            RequestError::NoAnswer(t) => write!(f, "no answer within {t:?}"),
+            RequestError::Failed(e) => Display::fmt(e, f),
+        }
+    }
+}
+
+impl std::error::Error for RequestError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            // Transparent: the client's error stands for itself, so its source is ours.
+            RequestError::Failed(e) => e.source(),
+            _ => None,
+        }
+    }
+}
+
 /// What became of one scheduled request.
 #[derive(Debug, Clone)]
 pub struct Outcome<T> {
@@ -95,7 +126,7 @@ pub struct Outcome<T> {
     /// When its answer arrived (`None` when skipped or timed out).
     pub answered: Option<Instant>,
     /// The answer, or why there is none.
-    pub result: Result<T, String>,
+    pub result: Result<T, RequestError>,
 }
 
 impl<T> Outcome<T> {
@@ -145,16 +176,18 @@ impl<T> Run<T> {
 
     /// Up to `n` distinct error messages, with how often each occurred.
     pub fn error_samples(&self, n: usize) -> Vec<(String, usize)> {
-        let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
+        let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
         for o in &self.outcomes {
             if let Err(e) = &o.result {
-                *counts.entry(e.as_str()).or_default() += 1;
+                let mut text = eventbus::chain(e);
+                // Long answers (a whole problem document) would drown the report.
+                if let Some((end, _)) = text.char_indices().nth(300) {
+                    text.truncate(end);
+                }
+                *counts.entry(text).or_default() += 1;
             }
         }
-        let mut v: Vec<(String, usize)> = counts
-            .into_iter()
-            .map(|(e, c)| (e.to_string(), c))
-            .collect();
+        let mut v: Vec<(String, usize)> = counts.into_iter().collect();
         v.sort_by_key(|e| std::cmp::Reverse(e.1));
         v.truncate(n);
         v
@@ -175,7 +208,7 @@ pub async fn open_loop<T, E, F, Fut>(
 ) -> Run<T>
 where
     T: Send + 'static,
-    E: Display + Send + 'static,
+    E: Into<Box<dyn std::error::Error + Send + Sync + 'static>> + Send + 'static,
     F: FnMut(u64) -> Fut,
     Fut: Future<Output = Result<T, E>> + Send + 'static,
 {
@@ -202,10 +235,7 @@ where
                 due,
                 sent: None,
                 answered: None,
-                result: Err(format!(
-                    "not sent: {} requests already in flight",
-                    pace.max_in_flight
-                )),
+                result: Err(RequestError::NotSent(pace.max_in_flight)),
             });
             continue;
         }
@@ -217,8 +247,8 @@ where
         tasks.spawn(async move {
             let result = match tokio::time::timeout(timeout, fut).await {
                 Ok(Ok(v)) => Ok(v),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err(format!("no answer within {timeout:?}")),
+                Ok(Err(e)) => Err(RequestError::Failed(Arc::from(e.into()))),
+                Err(_) => Err(RequestError::NoAnswer(timeout)),
             };
             let answered = Instant::now();
             match &result {

@@ -160,11 +160,6 @@ async fn main() -> anyhow::Result<()> {
                 .create_order(order.api, &order.key, &order.customer, "EUR", &order.lines)
                 .await
                 .map(|_| order.api)
-                .map_err(|e| {
-                    let mut s = format!("{e:#}");
-                    s.truncate(300);
-                    s
-                })
         }
     })
     .await;

@@ -474,7 +474,7 @@ fn start_matcher(
     ]);
     let kafka = kafka.clone();
     let registry = RegistryClient::new(&RegistryConfig::from_env())?;
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();
     let handle = std::thread::Builder::new()
         .name("stock-updated-reader".into())
         .spawn(move || {
@@ -484,7 +484,7 @@ fn start_matcher(
             {
                 Ok(rt) => rt,
                 Err(e) => {
-                    let _ = ready_tx.send(Err(format!("runtime: {e}")));
+                    let _ = ready_tx.send(Err(anyhow::Error::new(e).context("runtime")));
                     return;
                 }
             };
@@ -497,28 +497,28 @@ fn start_matcher(
                 let consumer = match client::group_consumer(&kafka, &options, context) {
                     Ok(c) => c,
                     Err(e) => {
-                        let _ = ready_tx.send(Err(format!("consumer: {e}")));
+                        let _ = ready_tx.send(Err(anyhow::Error::new(e).context("consumer")));
                         return;
                     }
                 };
                 let assigned = (|| {
                     let meta = consumer
                         .fetch_metadata(Some(&topic), Duration::from_secs(10))
-                        .map_err(|e| format!("metadata of {topic}: {e}"))?;
+                        .with_context(|| format!("metadata of {topic}"))?;
                     let partitions = meta
                         .topics()
                         .first()
                         .map(|t| t.partitions().len())
                         .unwrap_or(0);
                     if partitions == 0 {
-                        return Err(format!("{topic} has no partitions"));
+                        bail!("{topic} has no partitions");
                     }
                     let mut tpl = TopicPartitionList::new();
                     for p in 0..partitions as i32 {
-                        tpl.add_partition_offset(&topic, p, Offset::Beginning)
-                            .map_err(|e| e.to_string())?;
+                        tpl.add_partition_offset(&topic, p, Offset::Beginning)?;
                     }
-                    consumer.assign(&tpl).map_err(|e| e.to_string())
+                    consumer.assign(&tpl)?;
+                    anyhow::Ok(())
                 })();
                 let failed = assigned.is_err();
                 let _ = ready_tx.send(assigned);
@@ -544,7 +544,7 @@ fn start_matcher(
         })?;
     match ready_rx.recv_timeout(Duration::from_secs(60)) {
         Ok(Ok(())) => Ok(handle),
-        Ok(Err(e)) => bail!("the stock.updated reader did not start: {e}"),
+        Ok(Err(e)) => Err(e.context("the stock.updated reader did not start")),
         Err(_) => bail!("the stock.updated reader did not start within 60 s"),
     }
 }
@@ -659,11 +659,6 @@ async fn run_load(ctx: &Ctx<'_>, label: &str, rate: f64, secs: u64, first: u64) 
                 .create_order(order.api, &order.key, &order.customer, "EUR", &order.lines)
                 .await
                 .map(|_| ())
-                .map_err(|e| {
-                    let mut s = format!("{e:#}");
-                    s.truncate(300);
-                    s
-                })
         }
     })
     .await;

@@ -147,6 +147,12 @@ impl Failure {
     }
 }
 
+/// A subject name, `<topic>-value`.
+pub type Subject = String;
+
+/// A compatibility level as the registry spells it (`BACKWARD`, `NONE`, ...).
+pub type CompatibilityLevel = String;
+
 /// A client of the registry's Confluent-compatible API, with id and schema caches.
 /// Cheap to clone; clones share the caches.
 #[derive(Clone)]
@@ -344,7 +350,7 @@ impl RegistryClient {
     }
 
     /// `GET /subjects`: every subject.
-    pub async fn subjects(&self) -> Result<Vec<String>, BusError> {
+    pub async fn subjects(&self) -> Result<Vec<Subject>, BusError> {
         self.request(Method::GET, "/subjects", None)
             .await
             .map_err(|f| f.into_error("GET /subjects".into()))
@@ -412,7 +418,10 @@ impl RegistryClient {
 
     /// `GET /config` (global) or `GET /config/{subject}`: the compatibility level.
     /// A subject without its own level answers `None`.
-    pub async fn config(&self, subject: Option<&str>) -> Result<Option<String>, BusError> {
+    pub async fn config(
+        &self,
+        subject: Option<&str>,
+    ) -> Result<Option<CompatibilityLevel>, BusError> {
         let path = match subject {
             Some(s) => format!("/config/{}", encode(s)),
             None => "/config".to_owned(),

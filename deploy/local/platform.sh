@@ -502,12 +502,14 @@ start_registry() {
     say "starting Apicurio Registry $APICURIO_VERSION on $REGISTRY_URL (storage: kafkasql on the local cluster$([[ "$MODE" == sasl_ssl ]] && echo ", as User:registry"))"
     # Its Kafka security settings and password come from a 0600 file in .run/secrets
     # (quarkus.config.locations), never from the command line. The topics and the group
-    # prefix are stated here because deploy/acls.toml grants exactly these.
+    # prefix are stated here because deploy/acls.toml grants exactly these. It logs JSON
+    # lines (Apicurio ships quarkus-logging-json) with service=registry, for VictoriaLogs.
     launch registry "$RUN_DIR/logs/registry/registry.log" \
       "$rjava" "${JAVA_COMMON[@]}" -Xms128m -Xmx512m -Dorderpipeline.run="$RUN_DIR" \
       -Dquarkus.config.locations="$SECRETS/registry.application.properties" \
       -Dquarkus.http.host=127.0.0.1 -Dquarkus.http.port="${REGISTRY_URL##*:}" \
       -Dquarkus.management.host=127.0.0.1 -Dquarkus.management.port="$REGISTRY_MGMT_PORT" \
+      -Dquarkus.log.console.json=true -Dquarkus.log.console.json.additional-field.service.value=registry \
       -Dapicurio.storage.kind=kafkasql -Dapicurio.kafkasql.bootstrap.servers="$BOOTSTRAP" \
       -Dapicurio.kafkasql.topic=kafkasql-journal -Dapicurio.kafkasql.snapshots.topic=kafkasql-snapshots \
       -Dapicurio.events.kafka.topic=registry-events \

@@ -11,8 +11,12 @@ pub mod client;
 pub mod cluster;
 pub mod floor;
 pub mod load;
+pub mod machine;
+pub mod metrics;
+pub mod records;
 pub mod scenario;
 pub mod stack;
 pub mod stats;
+pub mod topics;
 
 pub use ::proto;

@@ -1,0 +1,153 @@
+//! The reports: `bench.md` (the tables, also printed) and `bench.json` written to the
+//! output folder.
+//!
+//! Why one place: `benches/README.md` and the top-level README quote these tables and
+//! JSON keys, so their wording and layout change only here, on purpose.
+
+use std::path::Path;
+
+use anyhow::Context;
+
+use crate::floor::Floor;
+use crate::pipeline::PipelineReport;
+
+/// `v` with `digits` decimals, or `–` when there is none.
+pub(crate) fn fmt_opt(v: Option<f64>, digits: usize) -> String {
+    v.map(|x| format!("{x:.digits$}"))
+        .unwrap_or_else(|| "–".into())
+}
+
+/// The sustained rule, written into both reports.
+pub(crate) const RULE: &str = "a load is sustained when errors ≤ 1 %, at least 95 % of the offered rate is accepted, \
+the end-to-end p99 is below the limit and the backlog (accepted orders not yet readable) drains within \
+the drain limit after the load stops; the highest sustained load is the largest sustained step";
+
+/// `bench.md`: the tables of `report` (the JSON document).
+pub(crate) fn markdown(
+    report: &serde_json::Value,
+    floor: Option<&Floor>,
+    pipe: Option<&PipelineReport>,
+) -> String {
+    let m = &report["machine"];
+    let mut s = String::new();
+    s.push_str(&format!(
+        "## Order pipeline benchmark ({} mode)\n\n",
+        report["mode"].as_str().unwrap_or("?")
+    ));
+    s.push_str(&format!(
+        "Machine: {} × {}, {} MiB RAM, Linux {}; CPU {} % busy before the run; load average {} at start, {} at end.  \n",
+        m["nproc"],
+        m["cpu_model"].as_str().unwrap_or("?"),
+        m["mem_total_mib"],
+        m["kernel"].as_str().unwrap_or("?"),
+        fmt_opt(m["cpu_busy_pct_before"].as_f64(), 0),
+        m["loadavg_at_start"].as_str().unwrap_or("?"),
+        m["loadavg_at_end"].as_str().unwrap_or("?")
+    ));
+    s.push_str(&format!(
+        "Records: {} B (an order.created event: Avro + 5-byte header), acks=all, idempotence, RF 3, \
+         min.insync.replicas 2, 6 partitions. Everything (3 brokers, registry, services, load, tools) \
+         shares this machine.\n\n",
+        report["record_size_bytes"]
+    ));
+    s.push_str("### Kafka's floor\n\n| tool | records | records/s | avg ms | p50 ms | p99 ms |\n|---|---|---|---|---|---|\n");
+    match floor {
+        Some(f) => {
+            let (p, e) = (&f.producer_performance, &f.end_to_end_latency);
+            s.push_str(&format!(
+                "| ProducerPerformance (max throughput, lz4, linger 5 ms) | {} | {:.0} | {:.1} | {:.0} | {:.0} |\n",
+                p.records, p.records_per_sec, p.avg_ms, p.p50_ms, p.p99_ms
+            ));
+            s.push_str(&format!(
+                "| EndToEndLatency (one hop, one record at a time) | {} | – | {:.2} | {:.0} | {:.0} |\n\n",
+                e.records, e.avg_ms, e.p50_ms, e.p99_ms
+            ));
+        }
+        None => s.push_str(&format!(
+            "| not measured: {} | | | | | |\n\n",
+            report["floor_error"].as_str().unwrap_or("skipped")
+        )),
+    }
+    s.push_str(
+        "### Pipeline: `POST /v1/orders` answered 201 → its `stock.updated` readable (read_committed)\n\n\
+         | offered /s | accepted /s | errors | POST p50 / p99 ms | e2e p50 ms | p95 ms | p99 ms | max ms \
+         | backlog at end | drain s | CPU busy | sustained | p50 / floor p50 | p99 / floor p99 | rate / ProducerPerformance |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    match pipe {
+        Some(p) => {
+            for st in &p.steps {
+                let e = st.end_to_end;
+                s.push_str(&format!(
+                    "| {} | {:.1} | {} | {} / {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                    st.offered_per_sec,
+                    st.achieved_per_sec,
+                    st.failed + st.skipped,
+                    fmt_opt(st.post_latency.map(|x| x.p50_ms), 1),
+                    fmt_opt(st.post_latency.map(|x| x.p99_ms), 1),
+                    fmt_opt(e.map(|x| x.p50_ms), 1),
+                    fmt_opt(e.map(|x| x.p95_ms), 1),
+                    fmt_opt(e.map(|x| x.p99_ms), 1),
+                    fmt_opt(e.map(|x| x.max_ms), 1),
+                    st.outstanding_at_end,
+                    st.drain_s.map(|d| format!("{d:.2}")).unwrap_or_else(|| "did not".into()),
+                    st.cpu_busy_pct.map(|c| format!("{c:.0} %")).unwrap_or_default(),
+                    if st.sustained { "yes" } else { "no" },
+                    fmt_opt(st.ratio_p50_vs_floor, 1),
+                    fmt_opt(st.ratio_p99_vs_floor, 1),
+                    fmt_opt(st.ratio_rate_vs_producer_performance, 4),
+                ));
+            }
+            for r in &p.skipped_rates {
+                s.push_str(&format!(
+                    "| {r} | not run: a lower load was overloaded | | | | | | | | | | | | | |\n"
+                ));
+            }
+            let pp = floor.map(|f| f.producer_performance.records_per_sec);
+            s.push_str(&format!(
+                "\nHighest sustained load: **{}** orders/s{}.  \nRule: {RULE} (p99 limit {} ms, drain limit {} s).\n",
+                fmt_opt(p.highest_sustained_per_sec, 0),
+                match (p.highest_sustained_per_sec, pp) {
+                    (Some(h), Some(pp)) if pp > 0.0 => format!(
+                        " = {:.4} × ProducerPerformance's {pp:.0} records/s",
+                        h / pp
+                    ),
+                    _ => String::new(),
+                },
+                report["settings"]["p99_limit_ms"],
+                report["settings"]["drain_limit_s"],
+            ));
+            s.push_str(&format!(
+                "Matching consumer (read_committed, fetch.wait.max.ms {}): {} records read, {} orders first \
+                 seen as the sale (order and payment taken in in one epoch), {} undecodable.  \n",
+                p.consumer["fetch_wait_max_ms"],
+                p.consumer["records"],
+                p.consumer["orders_first_seen_as_sale"],
+                p.consumer["undecodable"],
+            ));
+            for st in p.steps.iter().filter(|st| !st.sustained) {
+                s.push_str(&format!(
+                    "{}/s not sustained: {}.  \n",
+                    st.offered_per_sec,
+                    st.not_sustained_because.join("; ")
+                ));
+            }
+        }
+        None => s.push_str(&format!(
+            "| not measured: {} | | | | | | | | | | | | | | |\n",
+            report["pipeline_error"].as_str().unwrap_or("?")
+        )),
+    }
+    s
+}
+
+/// Writes `bench.json` and `bench.md` into `out`.
+pub(crate) fn write_out(out: &Path, report: &serde_json::Value, table: &str) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    std::fs::write(
+        out.join("bench.json"),
+        serde_json::to_string_pretty(report)?,
+    )?;
+    std::fs::write(out.join("bench.md"), table)?;
+    Ok(())
+}

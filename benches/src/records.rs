@@ -42,8 +42,8 @@ pub fn order_created(
 /// units each at 1.00 to `max_price_minor`.
 pub fn random_lines(
     rng: &mut impl Rng,
-    max_lines: usize,
-    skus: usize,
+    max_lines: u32,
+    skus: u32,
     max_quantity: i32,
     max_price_minor: i64,
 ) -> Vec<OrderLine> {

@@ -12,13 +12,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use benches::floor::{ToolConnection, producer_performance};
+use benches::records::{FIXED_CREATED_AT_MS, mean_framed_size, order_created, random_lines};
 use benches::stats::Summary;
+use benches::topics;
 use clap::Parser;
-use eventbus::admin::{Admin, TopicList};
 use eventbus::{BusConfig, BusMetrics, EventBus, PublishOptions};
 use futures::StreamExt;
 use rand::{Rng, SeedableRng};
-use schemas::{Event, OrderCreated, OrderLine};
+use schemas::{Event, OrderCreated};
 
 #[derive(Parser)]
 struct Args {
@@ -37,23 +38,9 @@ struct Args {
 }
 
 fn order(rng: &mut impl Rng) -> OrderCreated {
-    let lines: Vec<OrderLine> = (0..rng.random_range(1..=4))
-        .map(|_| OrderLine {
-            sku: format!("SKU-{:04}", rng.random_range(0..200)),
-            quantity: rng.random_range(1..=5),
-            unit_price_minor: rng.random_range(100..=20_000),
-        })
-        .collect();
-    OrderCreated {
-        event_id: uuid::Uuid::new_v4(),
-        order_id: uuid::Uuid::new_v4(),
-        customer_id: format!("customer-{}", rng.random_range(0..10_000)),
-        currency: "EUR".into(),
-        total_minor: schemas::order_total(&lines).unwrap_or(0),
-        lines,
-        created_at: 1_764_000_000_000,
-        channel: Some("REST".into()),
-    }
+    let lines = random_lines(rng, 4, 200, 5, 20_000);
+    let customer = format!("customer-{}", rng.random_range(0..10_000));
+    order_created(uuid::Uuid::new_v4(), customer, lines, FIXED_CREATED_AT_MS)
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -70,15 +57,7 @@ async fn main() -> anyhow::Result<()> {
     let ours = format!("bench-publish-{run}");
     let floor = format!("bench-floor-{run}");
 
-    let admin = Admin::new(&config.kafka)?;
-    let list = TopicList::parse(&format!(
-        "[defaults]\nreplication_factor = 3\n[defaults.config]\n\"min.insync.replicas\" = \"2\"\n\
-         [[topic]]\nname = \"{ours}\"\npartitions = {p}\n[[topic]]\nname = \"{floor}\"\npartitions = {p}\n",
-        p = args.partitions
-    ))
-    .map_err(anyhow::Error::msg)?;
-    admin
-        .apply(&list)
+    let admin = topics::create(&config.kafka, &[&ours, &floor], args.partitions)
         .await
         .context("creating the benchmark topics")?;
 
@@ -90,14 +69,7 @@ async fn main() -> anyhow::Result<()> {
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let events: Vec<OrderCreated> = (0..args.events).map(|_| order(&mut rng)).collect();
-    let record_size = {
-        let bytes: usize = events
-            .iter()
-            .take(1000)
-            .map(|e| e.to_avro().map(|v| v.len() + 5).unwrap_or(0))
-            .sum();
-        bytes / events.len().clamp(1, 1000)
-    };
+    let record_size = mean_framed_size(events.iter().take(1000));
     // Warm-up: connections, schema id cache, JIT of nothing (this is Rust) but the brokers'.
     for e in events.iter().take(200) {
         bus.producer()

@@ -208,6 +208,22 @@ impl InputEvent {
             InputEvent::StockAdjusted { .. } => None,
         }
     }
+
+    /// What the event is, for log lines: its CloudEvents type (`order.created`, ...,
+    /// `stock.adjusted`), and for `order.updated` which change it makes.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            InputEvent::OrderCreated { .. } => "order.created",
+            InputEvent::OrderUpdated {
+                change: Change::Cancel,
+                ..
+            } => "order.updated (cancel)",
+            InputEvent::OrderUpdated { .. } => "order.updated (lines)",
+            InputEvent::PaymentCompleted { .. } => "payment.completed",
+            InputEvent::PaymentFailed { .. } => "payment.failed",
+            InputEvent::StockAdjusted { .. } => "stock.adjusted",
+        }
+    }
 }
 
 /// Status of an order.

@@ -94,7 +94,7 @@ use crate::error::PipelineError;
 use crate::logic::{Diff, OrderId, OrderView, Sku, StockLevel};
 use crate::metrics::Metrics;
 use crate::progress::{EpochBinding, FORMAT, ProgressRecord};
-use crate::source::DeadRecord;
+use crate::source::{DeadRecord, ORDER_LOG_TARGET};
 use crate::views::{Delta, OrderChange, StockChange, Views};
 
 /// What flows to worker 0's sink operator, each paired with its time.
@@ -378,6 +378,31 @@ pub(crate) struct SinkThread {
     pub restored: Vec<((u8, i32), i64)>,
 }
 
+/// One DEBUG line per order whose state an epoch committed, under
+/// [`ORDER_LOG_TARGET`](crate::source::ORDER_LOG_TARGET): the order's new status is now
+/// in the views and its SKUs' numbers in `stock.updated` (version = `epoch`). The line of
+/// the record whose arrival made the change (topic, partition, offset, trace) has the
+/// same `epoch` (for a payment read before its order: the order's `order.created`).
+fn log_committed(delta: &Delta) {
+    if !tracing::enabled!(target: ORDER_LOG_TARGET, tracing::Level::DEBUG) {
+        return;
+    }
+    for change in &delta.orders {
+        let order_id = uuid::Uuid::from_u128(change.order_id);
+        let status = change
+            .view
+            .as_ref()
+            .map_or("REMOVED", |v| v.status.as_str());
+        tracing::debug!(
+            target: ORDER_LOG_TARGET,
+            order_id = %order_id,
+            status,
+            epoch = delta.epoch,
+            "order state committed"
+        );
+    }
+}
+
 impl SinkThread {
     /// The thread's loop: returns when worker 0 is gone, or with the error that stops
     /// the job.
@@ -440,6 +465,7 @@ impl SinkThread {
                         let _ = activator.activate();
                     }
                     for epoch in group {
+                        log_committed(&epoch.delta);
                         self.views.apply(epoch.delta, &epoch.uppers);
                     }
                     let state = self.views.read();

@@ -51,6 +51,22 @@
 //! strictly after the last committed one. Replayed records that were dead-lettered the
 //! first time are skipped (the progress record lists them), without decoding them again.
 //!
+//! # Order log lines and traces
+//!
+//! Every live record about an order (created, updated, payment outcome) or a SKU
+//! (stock adjusted) gets one DEBUG line under the target [`ORDER_LOG_TARGET`] when the
+//! source stamps it with its epoch: `order_id` (or `sku`), `event`, `topic`,
+//! `partition`, `offset`, `epoch`, `worker`, and the trace the record's producer sent
+//! in its W3C `traceparent` header, continued as a child span: `trace_id` (the
+//! producer's), `parent_span_id` (the producer's span) and `span_id` (the job's new
+//! span for this record; a record without a valid `traceparent` starts a new trace).
+//! The sink thread adds a line when the order's new state is committed (see
+//! [`crate::sink`]). DEBUG and a target of their own because a line costs tens of
+//! microseconds (measured ~54 µs in a dev build, 35 ns when filtered out): on by default
+//! it would cost more than a core at the rates the job sustains. Turn them on with
+//! `pipeline::orders=debug` in `RUST_LOG` or `telemetry.filter`. Replayed records log
+//! nothing (a restart would repeat history).
+//!
 //! # Bad records
 //!
 //! A record that is not Confluent-framed Avro, names an unknown schema, or breaks the
@@ -70,7 +86,7 @@ use std::time::Duration;
 
 use differential_dataflow::AsCollection;
 use eventbus::client::{self, ReaderOptions};
-use eventbus::headers::HeaderList;
+use eventbus::headers::{HeaderList, TRACEPARENT, TraceParent};
 use eventbus::kafka::{
     BaseConsumer, BorrowedMessage, Consumer, Message, Offset, TopicPartitionList,
 };
@@ -90,6 +106,9 @@ use crate::kafka;
 use crate::logic::{Diff, Events, InputEvent, Pos};
 use crate::metrics::Metrics;
 use crate::sink::SinkItem;
+
+/// The `tracing` target of the per-order (and per-SKU) lines, at DEBUG (module docs).
+pub const ORDER_LOG_TARGET: &str = "pipeline::orders";
 
 /// An input record that could not be ingested, on its way to the dead-letter topic.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,6 +156,9 @@ pub(crate) enum Fetched {
         /// The committed epoch of a replayed record; `None` for a live one.
         bound: Option<u64>,
         item: Item,
+        /// The producer's `traceparent`, read only for live records while the order log
+        /// lines are on (`None` also when the header is missing or malformed).
+        trace: Option<TraceParent>,
     },
     /// Every replayed record was handed over; live records follow.
     ReplayDone,
@@ -401,12 +423,18 @@ impl Fetcher {
                 None => return false,
             }
         };
+        let trace = if bound.is_none() && order_lines_enabled() {
+            traceparent(message)
+        } else {
+            None
+        };
         let record = Fetched::Record {
             topic,
             partition: key.1,
             offset,
             bound,
             item,
+            trace,
         };
         if !state.replaying {
             return self.send(record);
@@ -489,6 +517,63 @@ impl Fetcher {
             }
         }
     }
+}
+
+/// Whether the per-order lines are on (a cached check of the subscriber's filter).
+fn order_lines_enabled() -> bool {
+    tracing::enabled!(target: ORDER_LOG_TARGET, tracing::Level::DEBUG)
+}
+
+/// The record's W3C `traceparent`, if present and valid.
+fn traceparent(message: &BorrowedMessage<'_>) -> Option<TraceParent> {
+    use eventbus::kafka::Headers;
+    let headers = message.headers()?;
+    headers
+        .iter()
+        .find(|h| h.key == TRACEPARENT)
+        .and_then(|h| std::str::from_utf8(h.value?).ok())
+        .and_then(TraceParent::parse)
+}
+
+/// The order line of one live record stamped with `epoch` (module docs).
+fn log_ingested(
+    event: &InputEvent,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    epoch: u64,
+    trace: Option<TraceParent>,
+) {
+    if !order_lines_enabled() {
+        return;
+    }
+    // The job's span for this record: a child of the producer's, or a new trace.
+    let span = trace.map_or_else(TraceParent::generate, |t| t.child());
+    let trace_id = hex::encode(span.trace_id);
+    let span_id = hex::encode(span.span_id);
+    let parent_span_id = trace.map(|t| hex::encode(t.span_id));
+    let order_id = event
+        .order_id()
+        .map(|id| uuid::Uuid::from_u128(id).to_string());
+    let sku = match event {
+        InputEvent::StockAdjusted { sku, .. } => Some(sku.as_str()),
+        _ => None,
+    };
+    tracing::debug!(
+        target: ORDER_LOG_TARGET,
+        order_id,
+        sku,
+        event = event.kind(),
+        topic,
+        partition,
+        offset,
+        epoch,
+        trace_id,
+        span_id,
+        parent_span_id,
+        "{} record ingested",
+        if sku.is_some() { "stock" } else { "order" }
+    );
 }
 
 fn dead_record(
@@ -722,6 +807,7 @@ impl SourceState {
                         offset,
                         bound: Some(time),
                         item,
+                        ..
                     })) => {
                         taken += 1;
                         self.params.metrics.replayed.inc();
@@ -839,6 +925,7 @@ impl SourceState {
                     partition,
                     offset,
                     item,
+                    trace,
                     ..
                 } = fetched
                 else {
@@ -851,11 +938,15 @@ impl SourceState {
                     announce.session(&caps[2]).give(open);
                 }
                 self.uppers.insert((topic, partition), offset + 1);
-                if let Some(name) = self.params.topics.get(usize::from(topic)) {
-                    self.params.metrics.records.with_label_values(&[name]).inc();
-                }
+                let name = self
+                    .params
+                    .topics
+                    .get(usize::from(topic))
+                    .map_or("", String::as_str);
+                self.params.metrics.records.with_label_values(&[name]).inc();
                 match item {
                     Item::Event(event) => {
+                        log_ingested(&event, name, partition, offset, open, trace);
                         let pos = Pos {
                             time: open,
                             topic,

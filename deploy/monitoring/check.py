@@ -11,18 +11,20 @@ demo), because it asks the live tools, never a fake:
               failures) passes without series only if the workspace registers that name
   logs        posts an order to ingress and finds its log lines from ingress, payment and
               the pipeline in VictoriaLogs by its order id; a made-up order id finds none
-  dashboard   headless Chromium loads the vmui dashboard page and the DOM must hold every
-              panel of the first dashboard with a drawn chart; a screenshot is saved
+  dashboard   headless Chromium (over WebDriver) opens the vmui page, each dashboard tab
+              and every row: each panel must be drawn as a chart and each dashboard must
+              show series; a screenshot per dashboard (a made-up tab must not be found)
   status      up/all targets per job and the firing alerts (for `make status`)
 
 Standard library only, like generate.py.
 """
 
 import argparse
-import html
+import base64
 import json
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -244,66 +246,155 @@ def cmd_logs(args) -> int:
     return 0
 
 
-def chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        path = shutil.which(name)
-        if path:
-            return path
-    raise CheckError("chromium not found: apt-get install -y --no-install-recommends chromium")
+def chromium() -> tuple[str, str]:
+    """Chromium and its WebDriver (Debian: chromium, chromium-driver)."""
+    browser = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
+    driver = shutil.which("chromedriver")
+    if not browser or not driver:
+        raise CheckError("chromium or chromedriver not found: apt-get install -y --no-install-recommends chromium chromium-driver")
+    return browser, driver
 
 
-def browse(url: str, width: int, height: int, action: list[str]) -> str:
-    """Runs headless Chromium on url with a fresh profile; its stdout."""
-    with tempfile.TemporaryDirectory() as profile:
-        run = subprocess.run(
-            [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-             "--no-first-run", "--disable-background-networking", "--disable-component-update",
-             "--disable-sync", f"--user-data-dir={profile}", f"--window-size={width},{height}",
-             "--virtual-time-budget=15000", *action, url],
-            capture_output=True, text=True, timeout=120,
+class Browser:
+    """A headless Chromium driven over WebDriver (chromedriver on a free loopback port):
+    the vmui page is a JavaScript app whose dashboards are tabs, so clicks are needed."""
+
+    def __init__(self, width: int, height: int):
+        browser, driver = chromium()
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        self.profile = tempfile.TemporaryDirectory()
+        self.driver = subprocess.Popen(
+            [driver, f"--port={port}", "--allowed-ips=127.0.0.1"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
-    if run.returncode != 0:
-        raise CheckError(f"chromium failed ({run.returncode}): {run.stderr[-500:]}")
-    return run.stdout
+        self.base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                get_json(f"{self.base}/status", timeout=2)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    self.close()
+                    raise CheckError("chromedriver did not start") from None
+                time.sleep(0.2)
+        args = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                f"--user-data-dir={self.profile.name}", f"--window-size={width},{height}"]
+        caps = {"capabilities": {"alwaysMatch": {"browserName": "chrome",
+                                                 "goog:chromeOptions": {"binary": browser, "args": args}}}}
+        self.session = self.call("POST", "/session", caps)["sessionId"]
+
+    def call(self, method: str, path: str, body=None):
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(f"{self.base}{path}", data=data, method=method,
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return json.load(response)["value"]
+        except urllib.error.HTTPError as e:
+            raise CheckError(f"WebDriver {method} {path}: {e.read()[:300]!r}") from e
+
+    def at(self, path: str) -> str:
+        return f"/session/{self.session}{path}"
+
+    def open(self, url: str) -> None:
+        self.call("POST", self.at("/url"), {"url": url})
+
+    def script(self, source: str, *args):
+        return self.call("POST", self.at("/execute/sync"), {"script": source, "args": list(args)})
+
+    def screenshot(self, path: Path) -> int:
+        png = base64.b64decode(self.call("GET", self.at("/screenshot")))
+        path.write_bytes(png)
+        return len(png)
+
+    def close(self) -> None:
+        try:
+            if getattr(self, "session", None):
+                self.call("DELETE", self.at(""))
+        finally:
+            self.driver.terminate()
+            self.driver.wait(timeout=10)
+            self.profile.cleanup()
 
 
-def rendered_panels(dom: str):
-    """{panel title: legend entries (drawn series)} of the vmui panels in a DOM dump."""
-    panels = {}
-    for chunk in dom.split('class="vm-predefined-panel"')[1:]:
-        m = re.search(r'vm-predefined-panel-header__title"[^>]*>([^<]*)<', chunk)
-        if m:
-            panels[html.unescape(m.group(1)).strip()] = chunk.count('class="vm-legend-item ')
-    return panels
+# In the page: open every collapsed row, then report each panel's title and how many
+# series its legend lists.
+PANELS_JS = """
+document.querySelectorAll('.vm-accordion-header:not(.vm-accordion-header_open)').forEach(h => h.click());
+return Array.from(document.querySelectorAll('.vm-predefined-panel')).map(p => {
+  const t = p.querySelector('.vm-predefined-panel-header__title');
+  return [t ? t.textContent.trim() : '', p.querySelectorAll('.vm-legend-item').length,
+          p.querySelectorAll('.uplot').length];
+});
+"""
+TAB_JS = """
+const tab = Array.from(document.querySelectorAll('.vm-predefined-panels-tabs__tab'))
+  .find(t => t.textContent.trim() === arguments[0]);
+if (tab) { tab.click(); }
+return !!tab;
+"""
 
 
 def cmd_dashboard(args) -> int:
-    """The dashboard page renders the first dashboard's first row with data."""
+    """Every dashboard tab of the vmui page renders all its panels as charts, with series
+    drawn; a screenshot per dashboard."""
     sys.path.insert(0, str(HERE))
     import generate  # noqa: E402 (the sibling script)
 
-    path, first = next(iter(generate.dashboards()))
-    row = generate.vmui_dashboard(path, first)["rows"][0]
-    dom = browse(args.url, 1400, 2400, ["--dump-dom"])
-    panels = rendered_panels(dom)
-    made_up = "Panel nobody defined " + uuid.uuid4().hex[:8]
-    if made_up in panels or made_up in dom:
-        raise CheckError("a made-up panel title was found in the page")
+    expected = [generate.vmui_dashboard(path, d) for path, d in generate.dashboards()]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    shot = out / "dashboard.png"
-    browse(args.url, 1400, 1600, [f"--screenshot={shot}"])
-    size = shot.stat().st_size if shot.exists() else 0
-    bad = [p["title"] for p in row["panels"] if panels.get(p["title"], 0) < 1]
-    print(f"dashboard: {args.url} shows {first['title']!r}; {len(panels)} panels rendered, "
-          f"{len(row['panels']) - len(bad)}/{len(row['panels'])} of row {row['title']!r} with drawn series; "
-          f"screenshot {shot} ({size // 1024} KiB); a made-up panel title was not found")
-    for title in bad:
-        print(f"  NOT RENDERED (no panel or no series): {title}")
-    if size < 20_000:
-        print(f"  the screenshot is missing or blank ({size} bytes)")
-        return 1
-    return 1 if bad else 0
+    failed = 0
+    # A tall window: vmui draws a panel only once it is scrolled into view.
+    browser = Browser(1400, 8000)
+    try:
+        browser.open(args.url)
+        made_up = "Dashboard nobody defined " + uuid.uuid4().hex[:8]
+        for number, dashboard in enumerate(expected, 1):
+            if browser.script(TAB_JS, made_up):
+                raise CheckError("a made-up dashboard tab was found in the page")
+            if not browser.script(TAB_JS, dashboard["title"]):
+                print(f"dashboard {dashboard['title']!r}: NO TAB on {args.url}")
+                failed += 1
+                continue
+            titles = [p["title"] for row in dashboard["rows"] for p in row["panels"]]
+            # Until every panel is drawn, or nothing changed for three polls (6 s: the
+            # queries are answered), or the wait is over.
+            deadline = time.monotonic() + args.wait
+            last, stable = None, 0
+            while True:
+                time.sleep(2)
+                seen = {t: (series, charts) for t, series, charts in browser.script(PANELS_JS)}
+                absent = [t for t in titles if seen.get(t, (0, 0))[1] < 1]
+                drawn = [t for t in titles if seen.get(t, (0, 0))[0] > 0]
+                stable = stable + 1 if (absent, drawn) == last else 0
+                last = (absent, drawn)
+                if (not absent and len(drawn) == len(titles)) or stable >= 3 or time.monotonic() > deadline:
+                    break
+            # The screenshot: the window shrinks to the page's height.
+            height = int(browser.script("return document.documentElement.scrollHeight;"))
+            browser.call("POST", browser.at("/window/rect"), {"width": 1400, "height": min(height + 120, 8000)})
+            time.sleep(1)
+            shot = out / f"dashboard-{number}.png"
+            size = browser.screenshot(shot)
+            browser.call("POST", browser.at("/window/rect"), {"width": 1400, "height": 8000})
+            print(f"dashboard {dashboard['title']!r}: {len(titles) - len(absent)}/{len(titles)} panels "
+                  f"rendered as charts, {len(drawn)} with series; screenshot {shot} ({size // 1024} KiB)")
+            if absent:
+                print(f"  NOT RENDERED: {', '.join(absent)}")
+            empty = [t for t in titles if t not in drawn and t not in absent]
+            if empty:
+                print(f"  (no series right now: {', '.join(empty)})")
+            if absent or not drawn:
+                failed += 1
+        print("dashboard: a made-up dashboard tab was not found (as it must not be)")
+    finally:
+        browser.close()
+    return 1 if failed else 0
 
 
 def cmd_all(args) -> int:

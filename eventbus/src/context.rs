@@ -4,11 +4,12 @@
 //! service's observability instead of stderr:
 //! - **logs** go to `tracing` under target `librdkafka`, at the matching level, with
 //!   the client name and facility as fields;
-//! - **statistics** (every `statistics.interval.ms`) set the `eventbus_consumer_lag`
+//! - **statistics** (every `statistics.interval.ms`) set the `kafka_consumergroup_lag`
 //!   gauge per group, topic and partition;
 //! - **global errors** (all brokers down, authentication) are logged once with their
 //!   [`Fault`](crate::Fault): transient transport errors at WARN, others at ERROR;
-//! - **rebalances** are recorded so that the consumer runner can drop the retry state of
+//! - **rebalances** are counted (`eventbus_rebalances_total{consumergroup,kind}`) and
+//!   recorded so that the consumer runner can drop the retry state of
 //!   partitions it no longer owns, and newly assigned partitions are resumed (a pause
 //!   from an earlier ownership must not stall them);
 //! - **statistics hooks** let a client that has no committed group offsets (the
@@ -144,6 +145,29 @@ impl BusContext {
         std::mem::take(&mut *self.changes.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
+    /// Counts one rebalance event of kind `assigned`, `revoked` or `error`.
+    fn count_rebalance(&self, kind: &str) {
+        let group = self.group.as_deref().unwrap_or("");
+        self.metrics
+            .rebalances
+            .with_label_values(&[group, kind])
+            .inc();
+    }
+
+    /// Drops the lag series of partitions this consumer no longer owns, so a revoked
+    /// partition does not keep showing its last lag (its new owner reports it).
+    fn forget_lag(&self, revoked: &[TopicPartition]) {
+        if let Some(group) = &self.group {
+            for (topic, partition) in revoked {
+                let _ = self.metrics.consumer_lag.remove_label_values(&[
+                    group,
+                    topic,
+                    &partition.to_string(),
+                ]);
+            }
+        }
+    }
+
     fn record(&self, change: AssignmentChange) {
         self.changes
             .lock()
@@ -269,6 +293,8 @@ impl ConsumerContext for BusContext {
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
             tracing::info!(client = %self.name, partitions = ?partitions(tpl), "partitions revoked");
+            self.count_rebalance("revoked");
+            self.forget_lag(&partitions(tpl));
             self.record(AssignmentChange::Revoked(partitions(tpl)));
         }
     }
@@ -277,6 +303,7 @@ impl ConsumerContext for BusContext {
         match rebalance {
             Rebalance::Assign(tpl) => {
                 tracing::info!(client = %self.name, partitions = ?partitions(tpl), "partitions assigned");
+                self.count_rebalance("assigned");
                 // A partition paused for a backoff while we owned it before would stay
                 // paused; a new assignment starts clean.
                 if let Err(e) = consumer.resume(tpl) {
@@ -284,7 +311,10 @@ impl ConsumerContext for BusContext {
                 }
                 self.record(AssignmentChange::Assigned(partitions(tpl)));
             }
-            Rebalance::Error(e) => tracing::warn!(client = %self.name, "rebalance error: {e}"),
+            Rebalance::Error(e) => {
+                self.count_rebalance("error");
+                tracing::warn!(client = %self.name, "rebalance error: {e}")
+            }
             Rebalance::Revoke(_) => {}
         }
     }

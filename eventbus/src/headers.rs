@@ -6,6 +6,14 @@
 //! consumer can route on `ce_type` without decoding the value. `traceparent` carries the
 //! W3C trace context of the hop that produced the record.
 //!
+//! Trace continuation is written here once, for every service: a hop that consumes a
+//! record and produces others (payment, the pipeline) calls
+//! [`TraceParent::next_hop_from`] with the input's headers and writes the result on what
+//! it produces and as `trace_id` / `span_id` in its log lines
+//! ([`TraceParent::trace_id_hex`]): the same trace id, a new span id, so one order is one
+//! trace end to end. A missing or malformed `traceparent` starts a new trace (the W3C
+//! spec's rule), it never fails the record.
+//!
 //! rdkafka's `OwnedHeaders` can only be appended to; [`HeaderList`] is a plain list of
 //! `(name, bytes)` that the DLQ and redrive code filter and rebuild from scratch, so old
 //! `dlq.*` or `redrive.*` headers are never carried onto a new record.
@@ -186,6 +194,40 @@ impl TraceParent {
         next
     }
 
+    /// The context a hop writes on what it produces for an input that carried
+    /// `traceparent` (a header value, if any): a child span of it, or a new trace when
+    /// the input had none or a malformed one.
+    pub fn next_hop(traceparent: Option<&str>) -> Self {
+        traceparent
+            .and_then(TraceParent::parse)
+            .map_or_else(TraceParent::generate, |parent| parent.child())
+    }
+
+    /// [`TraceParent::next_hop`] for a Kafka record's headers.
+    pub fn next_hop_from<H: Headers>(headers: Option<&H>) -> Self {
+        TraceParent::from_headers(headers)
+            .map_or_else(TraceParent::generate, |parent| parent.child())
+    }
+
+    /// The valid `traceparent` among a Kafka record's headers, if any.
+    pub fn from_headers<H: Headers>(headers: Option<&H>) -> Option<Self> {
+        headers?
+            .iter()
+            .find(|h| h.key == TRACEPARENT)
+            .and_then(|h| std::str::from_utf8(h.value?).ok())
+            .and_then(TraceParent::parse)
+    }
+
+    /// The trace id as 32 lowercase hex digits: the `trace_id` of log lines.
+    pub fn trace_id_hex(&self) -> String {
+        hex::encode(self.trace_id)
+    }
+
+    /// The span id as 16 lowercase hex digits: the `span_id` of log lines.
+    pub fn span_id_hex(&self) -> String {
+        hex::encode(self.span_id)
+    }
+
     /// Parses a version-00 `traceparent`; `None` if malformed (the caller then starts a
     /// new trace, as the W3C spec asks).
     pub fn parse(text: &str) -> Option<Self> {
@@ -340,6 +382,51 @@ mod tests {
         }
         let w3c = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
         assert_eq!(TraceParent::parse(w3c).unwrap().to_string(), w3c);
+    }
+
+    #[test]
+    fn the_next_hop_continues_a_valid_trace_and_starts_one_otherwise() {
+        let w3c = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00";
+        let parent = TraceParent::parse(w3c).unwrap();
+        let next = TraceParent::next_hop(Some(w3c));
+        assert_eq!(next.trace_id_hex(), "0af7651916cd43dd8448eb211c80319c");
+        assert_ne!(next.span_id, parent.span_id, "a new span for the new hop");
+        assert_eq!(
+            next.flags, 0,
+            "the sampling decision travels with the trace"
+        );
+        assert_eq!(next.span_id_hex().len(), 16);
+
+        // From Kafka headers: the same, and a malformed header starts a new trace.
+        let headers = HeaderList::new()
+            .with("ce_type", "order.created")
+            .with(TRACEPARENT, w3c)
+            .to_owned_headers();
+        assert_eq!(TraceParent::from_headers(Some(&headers)), Some(parent));
+        assert_eq!(
+            TraceParent::next_hop_from(Some(&headers)).trace_id,
+            parent.trace_id
+        );
+        let malformed = HeaderList::new()
+            .with(
+                TRACEPARENT,
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331",
+            )
+            .to_owned_headers();
+        assert_eq!(TraceParent::from_headers(Some(&malformed)), None);
+        let fresh = TraceParent::next_hop_from(Some(&malformed));
+        assert_ne!(
+            fresh.trace_id, parent.trace_id,
+            "a malformed header is not continued"
+        );
+        assert_ne!(fresh.trace_id, [0; 16]);
+        let none: Option<&OwnedHeaders> = None;
+        assert_eq!(TraceParent::from_headers(none), None);
+        assert_ne!(TraceParent::next_hop(None).trace_id, [0; 16]);
+        assert_ne!(
+            TraceParent::next_hop(Some("garbage")).trace_id,
+            parent.trace_id
+        );
     }
 
     #[test]

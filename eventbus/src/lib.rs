@@ -18,6 +18,8 @@
 //! - [`context`]: the shared librdkafka client context (logs → tracing, statistics →
 //!   consumer-lag metrics, rebalances → the runner).
 //! - [`metrics`]: the Prometheus metrics.
+//! - [`lag`]: `kafka_consumergroup_lag` for groups whose offsets a transactional
+//!   producer commits.
 //! - [`registry`]: the registry client (Confluent-compatible API), caches,
 //!   [`registry::register_all`] and the start-up check `ensure_registered`.
 //! - [`codec`]: Confluent wire format, validation before encoding, decoding by writer
@@ -69,6 +71,7 @@ pub mod dlq;
 pub mod error;
 pub mod headers;
 pub mod kafka;
+pub mod lag;
 pub mod metrics;
 pub mod producer;
 pub mod reader;

@@ -15,7 +15,14 @@
 //! | `eventbus_retried_total` | topic, class | retries scheduled (`handler-retriable`, `infrastructure`) |
 //! | `eventbus_dead_lettered_total` | topic, class | records written to a DLQ, by error class |
 //! | `eventbus_handler_duration_seconds` | topic | handler latency, every attempt |
-//! | `eventbus_consumer_lag` | group, topic, partition | high watermark minus committed offset, from librdkafka statistics |
+//! | `eventbus_rebalances_total` | consumergroup, kind | assignment changes of a group consumer: `assigned`, `revoked`, `error` |
+//! | `kafka_consumergroup_lag` | consumergroup, topic, partition | high watermark minus the group's committed offset |
+//!
+//! The lag has the name and labels kafka_exporter gives it, so the usual dashboards and
+//! alert rules apply unchanged. A group consumer whose offsets are committed by the
+//! consumer itself gets it from librdkafka's statistics ([`crate::context`]); one whose
+//! offsets are committed by a transactional producer (which the statistics never see)
+//! runs [`crate::lag::track_committed`].
 
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
@@ -39,8 +46,10 @@ pub struct BusMetrics {
     pub dead_lettered: IntCounterVec,
     /// Handler latency in seconds, by topic.
     pub handler_duration: HistogramVec,
-    /// Consumer lag per partition, from librdkafka statistics.
+    /// `kafka_consumergroup_lag{consumergroup,topic,partition}`.
     pub consumer_lag: IntGaugeVec,
+    /// Assignment changes of group consumers, by group and kind.
+    pub rebalances: IntCounterVec,
 }
 
 impl BusMetrics {
@@ -102,12 +111,17 @@ impl BusMetrics {
         registry
             .register(Box::new(handler_duration.clone()))
             .map_err(metrics_error)?;
+        let rebalances = counter(
+            "eventbus_rebalances_total",
+            "Assignment changes of a group consumer (assigned, revoked, error).",
+            &["consumergroup", "kind"],
+        )?;
         let consumer_lag = IntGaugeVec::new(
             Opts::new(
-                "eventbus_consumer_lag",
-                "High watermark minus committed offset per partition (librdkafka statistics).",
+                "kafka_consumergroup_lag",
+                "High watermark minus the consumer group's committed offset, per partition.",
             ),
-            &["group", "topic", "partition"],
+            &["consumergroup", "topic", "partition"],
         )
         .map_err(metrics_error)?;
         registry
@@ -123,6 +137,7 @@ impl BusMetrics {
             dead_lettered,
             handler_duration,
             consumer_lag,
+            rebalances,
         })
     }
 

@@ -7,7 +7,13 @@
 //!   config file), else the config's `telemetry.filter`;
 //! - `format = "text"` is for people, `format = "json"` writes one JSON object per line
 //!   for log collectors, with the event's fields flattened, `timestamp`, `level`,
-//!   `target`, the `service` name, and the enclosing spans under `spans`;
+//!   `target`, the `service` name, and the enclosing spans under `spans`. The fields a
+//!   log store correlates on ([`CORRELATION_FIELDS`]: `order_id`, `trace_id`,
+//!   `span_id`, `topic`, `partition`, `offset`) are also lifted from the enclosing
+//!   spans to the top level, innermost span first, unless the event sets them itself:
+//!   a query for `order_id:=X` then finds every line logged inside the order's span.
+//!   A service turns JSON on with `<SERVICE>__TELEMETRY__FORMAT=json` (e.g.
+//!   `PAYMENT__TELEMETRY__FORMAT=json`) or `[telemetry] format = "json"`;
 //! - lines go to stderr, so that stdout stays free for what a command prints
 //!   (`--print-config`).
 //!
@@ -105,8 +111,19 @@ pub fn init(config: &TelemetryConfig, service_name: &str) -> Result<(), crate::E
     Ok(result.map_err(TelemetryError::AlreadyInstalled)?)
 }
 
+/// The span fields that become top-level members of a JSON line (see the module docs).
+pub const CORRELATION_FIELDS: &[&str] = &[
+    "order_id",
+    "trace_id",
+    "span_id",
+    "topic",
+    "partition",
+    "offset",
+];
+
 /// The JSON line format: like tracing-subscriber's flattened JSON, plus a `service`
-/// field on every line (the built-in formatter has no static fields).
+/// field on every line (the built-in formatter has no static fields) and the
+/// [`CORRELATION_FIELDS`] of the enclosing spans at the top level.
 #[derive(Debug, Clone)]
 pub struct JsonLines {
     service: String,
@@ -162,6 +179,16 @@ where
                     Value::Object(object)
                 })
                 .collect();
+            // Innermost first: the nearest span's value wins, the event's own wins over all.
+            for span in spans.iter().rev() {
+                if let Value::Object(fields) = span {
+                    for name in CORRELATION_FIELDS {
+                        if let Some(value) = fields.get(*name) {
+                            line.entry(*name).or_insert_with(|| value.clone());
+                        }
+                    }
+                }
+            }
             if !spans.is_empty() {
                 line.insert("spans".into(), Value::Array(spans));
             }
@@ -256,6 +283,52 @@ mod tests {
         assert_eq!(line["spans"][0]["name"], "request");
         assert_eq!(line["spans"][0]["route"], "/v1/orders");
         assert!(line["timestamp"].as_str().unwrap().contains('T'));
+    }
+
+    #[test]
+    fn correlation_fields_of_spans_are_lifted_to_the_top_level() {
+        let buffer = Buffer::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(buffer.clone())
+            .fmt_fields(JsonFields::new())
+            .event_format(JsonLines::new("payment-service"))
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let record = tracing::info_span!(
+                "record",
+                topic = "orders",
+                partition = 3,
+                offset = 42,
+                trace_id = "outer"
+            );
+            let _record = record.enter();
+            let order = tracing::info_span!(
+                "order",
+                order_id = "0b8f2c1e-5d7a-4e8e-9a55-3c1f0f6f0a11",
+                trace_id = "4bf92f3577b34da6a3ce929d0e0e4736",
+                customer = "c-1"
+            );
+            let _order = order.enter();
+            tracing::info!("payment settled");
+            tracing::info!(offset = 7, "an event's own field wins");
+        });
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let first = &lines[0];
+        assert_eq!(first["order_id"], "0b8f2c1e-5d7a-4e8e-9a55-3c1f0f6f0a11");
+        // The innermost span's trace id, not the outer one's.
+        assert_eq!(first["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(first["topic"], "orders");
+        assert_eq!(first["partition"], 3);
+        assert_eq!(first["offset"], 42);
+        // Only the correlation fields are lifted; the others stay in `spans`.
+        assert!(first.get("customer").is_none(), "{first}");
+        assert_eq!(first["spans"][1]["customer"], "c-1");
+        assert_eq!(lines[1]["offset"], 7);
+        assert_eq!(lines[1]["message"], "an event's own field wins");
     }
 
     #[test]

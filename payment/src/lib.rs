@@ -192,10 +192,10 @@ async fn start<G: PaymentGateway>(
     health.set_producer_ready();
     tracing::info!(transactional_id = %config.transactional_id(), "transactions initialised");
     let consumer = Arc::new(processor::create_consumer(config, &metrics)?);
-    let lag = tokio::spawn(processor::lag_loop(
+    let lag = tokio::spawn(eventbus::lag::track_committed(
         consumer.clone(),
         config.group_id(),
-        metrics.clone(),
+        metrics.bus.clone(),
         config.consumer.lag_interval,
     ));
     let processor = Processor::new(

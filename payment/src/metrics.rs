@@ -15,10 +15,15 @@
 //! | `payment_transaction_duration_seconds` | | begin to commit of one batch |
 //! | `payment_batch_records` | | input records per committed batch |
 //! | `eventbus_dead_lettered_total` | topic, class | records committed to the DLQ (the project-wide DLQ metric) |
-//! | `eventbus_consumer_lag` | group, topic, partition | high watermark minus the offset this instance last committed (see below) |
+//! | `kafka_consumergroup_lag` | consumergroup, topic, partition | high watermark minus the group's committed offset (see below) |
 //! | `eventbus_consumed_total` | topic | input records received |
+//! | `eventbus_produced_total` | topic | outcome and DLQ records committed, per topic |
+//! | `eventbus_retried_total` | topic, class (`gateway-transient`) | gateway attempts retried after a backoff |
+//! | `eventbus_handler_duration_seconds` | topic | one order from its first gateway attempt to its decision |
+//! | `eventbus_rebalances_total` | consumergroup, kind | assignments and revocations of the group consumer |
 //!
-//! The lag is computed by the service, not taken from librdkafka's statistics: the
+//! The lag is computed from the group coordinator's committed offsets
+//! (`eventbus::lag::track_committed`), not taken from librdkafka's statistics: the
 //! offsets are committed by the *producer's* transaction, which the consumer's own
 //! statistics never see, so librdkafka's `consumer_lag` would only grow.
 
@@ -158,7 +163,7 @@ mod tests {
             "payment_payments_total{outcome=\"failed\",reason_code=\"AMOUNT_OVER_LIMIT\"} 2",
             "payment_gateway_latency_seconds_bucket",
             "eventbus_dead_lettered_total{class=\"undecodable\",topic=\"t\"} 1",
-            "eventbus_consumer_lag{group=\"g\",partition=\"0\",topic=\"t\"} 7",
+            "kafka_consumergroup_lag{consumergroup=\"g\",partition=\"0\",topic=\"t\"} 7",
         ] {
             assert!(text.contains(needle), "{needle} missing from\n{text}");
         }

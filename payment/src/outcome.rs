@@ -26,7 +26,7 @@
 
 use eventbus::codec::{frame, validate_and_encode};
 use eventbus::dlq::DeadLetter;
-use eventbus::headers::{CloudEventAttributes, HeaderList, TRACEPARENT, TraceParent, now_ms};
+use eventbus::headers::{CloudEventAttributes, HeaderList, TraceParent, now_ms};
 use eventbus::kafka::{Message, OwnedMessage};
 use eventbus::{BusError, ErrorClass, RegistryClient, SchemaRef};
 use schemas::validation::MAX_PAYMENT_REASON_CHARS;
@@ -218,16 +218,6 @@ impl OutcomeEncoder {
             headers: letter.headers(&HeaderList::from_headers(record.headers())),
         }
     }
-}
-
-/// The trace context for what is produced for `record`: a child of its `traceparent`,
-/// or a new trace.
-pub fn next_hop(record: &OwnedMessage) -> TraceParent {
-    HeaderList::from_headers(record.headers())
-        .get_str(TRACEPARENT)
-        .and_then(TraceParent::parse)
-        .map(|t| t.child())
-        .unwrap_or_else(TraceParent::generate)
 }
 
 /// An `UPPER_SNAKE_CASE` code from whatever a gateway sent: `card-declined` becomes

@@ -73,7 +73,7 @@ use std::time::Duration;
 use eventbus::client::{self, Commits, GroupOptions, Tuning};
 use eventbus::codec::{DecodeFailure, decode};
 use eventbus::context::{AssignmentChange, BusContext};
-use eventbus::headers::now_ms;
+use eventbus::headers::{TraceParent, now_ms};
 use eventbus::kafka::{
     Consumer, KafkaError, Message, Offset, OwnedMessage, RDKafkaErrorCode, StreamConsumer,
     TopicPartitionList,
@@ -87,7 +87,7 @@ use crate::config::{Config, ConsumerSettings, SettleConfig, Topics, TransactionC
 use crate::error::PaymentError;
 use crate::gateway::PaymentGateway;
 use crate::metrics::PaymentMetrics;
-use crate::outcome::{OutRecord, OutcomeEncoder, next_hop};
+use crate::outcome::{OutRecord, OutcomeEncoder};
 use crate::server::Health;
 use crate::settled_index::{self, SettledIndex};
 use crate::settlement::{Settlement, settle};
@@ -129,11 +129,12 @@ pub fn create_consumer(
         commit: Commits::Explicit,
         tuning: consumer_tuning(&config.consumer),
     };
-    // No group for the context: it would set the lag gauge from librdkafka's
-    // statistics, which are off (see consumer_tuning); [`lag_loop`] sets it instead.
+    // The group labels the rebalance counter. The lag gauge is set by
+    // `eventbus::lag::track_committed`, not by librdkafka's statistics, which are off
+    // (see consumer_tuning).
     let context = BusContext::new(
         format!("{}/{group}", kafka.client_id),
-        None,
+        Some(group.clone()),
         metrics.bus.clone(),
     );
     Ok(client::group_consumer(kafka, &options, context)?)
@@ -157,7 +158,7 @@ pub fn consumer_tuning(settings: &ConsumerSettings) -> Tuning {
         ("auto.offset.reset", "earliest".to_owned()),
         // librdkafka's lag statistics do not see offsets committed through a producer
         // transaction (its lag would only grow); the service computes the lag itself
-        // ([`lag_loop`]), so statistics would feed nothing.
+        // (`eventbus::lag::track_committed`), so statistics would feed nothing.
         ("statistics.interval.ms", "0".to_owned()),
     ])
 }
@@ -217,10 +218,47 @@ enum Work {
 #[derive(Default)]
 struct Tally {
     settled: Vec<(i32, Uuid)>,
+    /// One log line per settled payment, written once the transaction committed.
+    lines: Vec<SettledLine>,
     completed: u64,
     failed: BTreeMap<String, u64>,
     dead: HashMap<ErrorClass, u64>,
     duplicates: u64,
+}
+
+/// What the log line of one settled payment says (see [`SettledLine::log`]).
+struct SettledLine {
+    order_id: Uuid,
+    partition: i32,
+    offset: i64,
+    /// `completed` or `failed`.
+    outcome: &'static str,
+    /// The reason code of a failed payment.
+    reason_code: Option<String>,
+    /// The trace context written on the outcome record.
+    trace: TraceParent,
+    /// The order record's trace context, when it carried a valid `traceparent`.
+    parent: Option<TraceParent>,
+}
+
+impl SettledLine {
+    /// One INFO line per settled payment, with the fields the log store correlates on:
+    /// `order_id`, `trace_id` (the order's trace), the input's `topic`, `partition`
+    /// and `offset`.
+    fn log(&self, input_topic: &str) {
+        tracing::info!(
+            order_id = %self.order_id,
+            trace_id = %self.trace.trace_id_hex(),
+            span_id = %self.trace.span_id_hex(),
+            parent_span_id = self.parent.map(|t| t.span_id_hex()).as_deref(),
+            topic = input_topic,
+            partition = self.partition,
+            offset = self.offset,
+            outcome = self.outcome,
+            reason_code = self.reason_code.as_deref(),
+            "payment settled"
+        );
+    }
 }
 
 /// How a batch ended.
@@ -577,22 +615,32 @@ impl<G: PaymentGateway> Processor<G> {
         let gateway = &*self.gateway;
         let settle_config = &self.settle;
         let metrics = &self.metrics;
+        let input_topic = self.topics.order_created.as_str();
         // Unordered, so that an order waiting out a retry backoff does not hold up the
         // calls behind it (`buffered` would: its in-flight slots stay taken until the
         // head finishes); the results are put back in input order afterwards. The
         // futures are collected first: a stream that maps borrowed items through a
         // closure trips the compiler's Send inference for the spawned service future.
-        let pending: Vec<_> =
-            works
-                .iter()
-                .enumerate()
-                .filter_map(|(index, work)| match work {
-                    Work::Order(order) => Some(async move {
-                        (index, settle(gateway, order, settle_config, metrics).await)
-                    }),
-                    _ => None,
-                })
-                .collect();
+        let pending: Vec<_> = works
+            .iter()
+            .enumerate()
+            .filter_map(|(index, work)| match work {
+                Work::Order(order) => Some(async move {
+                    let started = std::time::Instant::now();
+                    let settlement =
+                        settle(gateway, order, settle_config, metrics, input_topic).await;
+                    // The handler latency of the bus's metric: one order, from its
+                    // first gateway attempt to its decision.
+                    metrics
+                        .bus
+                        .handler_duration
+                        .with_label_values(&[input_topic])
+                        .observe(started.elapsed().as_secs_f64());
+                    (index, settlement)
+                }),
+                _ => None,
+            })
+            .collect();
         let mut settlements: Vec<Option<Settlement>> = vec![None; works.len()];
         let mut done = futures::stream::iter(pending).buffer_unordered(self.settle.max_in_flight);
         while let Some((index, settlement)) = done.next().await {
@@ -617,19 +665,32 @@ impl<G: PaymentGateway> Processor<G> {
                     *tally.dead.entry(*class).or_default() += 1;
                 }
                 (Work::Order(order), Some(settlement)) => {
-                    let trace = next_hop(record);
+                    let parent = TraceParent::from_headers(record.headers());
+                    let trace = parent.map_or_else(TraceParent::generate, |t| t.child());
+                    let line = |outcome, reason_code| SettledLine {
+                        order_id: order.order_id,
+                        partition: p,
+                        offset: record.offset(),
+                        outcome,
+                        reason_code,
+                        trace,
+                        parent,
+                    };
                     let built = match settlement {
                         Settlement::Completed { payment_id } => self
                             .encoder
                             .completed(order, payment_id, p, &trace)
-                            .map(|r| (r, None)),
+                            .map(|r| (r, None, line("completed", None))),
                         Settlement::Failed {
                             reason_code,
                             reason,
                         } => self
                             .encoder
                             .failed(order, &reason_code, &reason, p, &trace)
-                            .map(|r| (r, Some(reason_code))),
+                            .map(|r| {
+                                let logged = line("failed", Some(reason_code.clone()));
+                                (r, Some(reason_code), logged)
+                            }),
                         Settlement::DeadLetter {
                             class,
                             message,
@@ -650,9 +711,10 @@ impl<G: PaymentGateway> Processor<G> {
                         }
                     };
                     match built {
-                        Ok((out, failed_code)) => {
+                        Ok((out, failed_code, logged)) => {
                             records.push(out);
                             tally.settled.push((p, order.order_id));
+                            tally.lines.push(logged);
                             match failed_code {
                                 None => tally.completed += 1,
                                 Some(code) => *tally.failed.entry(code).or_default() += 1,
@@ -720,6 +782,21 @@ impl<G: PaymentGateway> Processor<G> {
                         .inc_by(*n);
                 }
                 m.duplicates_skipped.inc_by(tally.duplicates);
+                // Records out, per topic, as they are now visible to read_committed readers.
+                let failed: u64 = tally.failed.values().sum();
+                let dead: u64 = tally.dead.values().sum();
+                for (topic, n) in [
+                    (&self.topics.payment_completed, tally.completed),
+                    (&self.topics.payment_failed, failed),
+                    (&self.topics.dlq, dead),
+                ] {
+                    if n > 0 {
+                        m.bus.produced.with_label_values(&[topic]).inc_by(n);
+                    }
+                }
+                for line in &tally.lines {
+                    line.log(&self.topics.order_created);
+                }
                 tracing::debug!(
                     records = batch.len(),
                     completed = tally.completed,
@@ -781,70 +858,6 @@ impl<G: PaymentGateway> Processor<G> {
             }
         }
         Ok(())
-    }
-}
-
-/// Keeps `eventbus_consumer_lag` right: for every assigned partition, the high
-/// watermark minus the group's committed offset (or the low watermark when nothing is
-/// committed yet), every `interval`. Runs until aborted.
-pub async fn lag_loop(
-    consumer: Arc<OrderConsumer>,
-    group: String,
-    metrics: PaymentMetrics,
-    interval: Duration,
-) {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut shown: BTreeSet<(String, i32)> = BTreeSet::new();
-    loop {
-        ticker.tick().await;
-        let consumer = consumer.clone();
-        let lags =
-            tokio::task::spawn_blocking(move || -> Result<Vec<(String, i32, i64)>, KafkaError> {
-                let assignment = consumer.assignment()?;
-                if assignment.count() == 0 {
-                    return Ok(Vec::new());
-                }
-                let committed = consumer.committed_offsets(assignment, Duration::from_secs(5))?;
-                let mut lags = Vec::new();
-                for e in committed.elements() {
-                    let (low, high) = consumer.fetch_watermarks(
-                        e.topic(),
-                        e.partition(),
-                        Duration::from_secs(5),
-                    )?;
-                    let from = match e.offset() {
-                        Offset::Offset(o) => o,
-                        _ => low,
-                    };
-                    lags.push((e.topic().to_owned(), e.partition(), (high - from).max(0)));
-                }
-                Ok(lags)
-            })
-            .await;
-        match lags {
-            Ok(Ok(lags)) => {
-                let now: BTreeSet<(String, i32)> =
-                    lags.iter().map(|(t, p, _)| (t.clone(), *p)).collect();
-                for (topic, p) in shown.difference(&now) {
-                    let _ = metrics.bus.consumer_lag.remove_label_values(&[
-                        &group,
-                        topic,
-                        &p.to_string(),
-                    ]);
-                }
-                for (topic, p, lag) in lags {
-                    metrics
-                        .bus
-                        .consumer_lag
-                        .with_label_values(&[&group, &topic, &p.to_string()])
-                        .set(lag);
-                }
-                shown = now;
-            }
-            Ok(Err(e)) => tracing::debug!("consumer lag not refreshed: {e}"),
-            Err(e) => tracing::debug!("consumer lag task: {e}"),
-        }
     }
 }
 

@@ -58,12 +58,14 @@ pub enum Settlement {
     },
 }
 
-/// Settles `order` through `gateway`: see the module docs for the decision table.
+/// Settles `order` (read from `topic`) through `gateway`: see the module docs for the
+/// decision table.
 pub async fn settle<G: PaymentGateway>(
     gateway: &G,
     order: &OrderCreated,
     config: &SettleConfig,
     metrics: &PaymentMetrics,
+    topic: &str,
 ) -> Settlement {
     let request = ChargeRequest::for_order(order);
     let mut attempts = 0u32;
@@ -114,6 +116,11 @@ pub async fn settle<G: PaymentGateway>(
                 if attempts < config.retry.max_attempts {
                     let delay = config.retry.delay(attempts);
                     metrics.gateway_retries.inc();
+                    metrics
+                        .bus
+                        .retried
+                        .with_label_values(&[topic, "gateway-transient"])
+                        .inc();
                     tracing::debug!(
                         order_id = %order.order_id, attempts,
                         delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
@@ -199,6 +206,15 @@ mod tests {
         Err(GatewayError::Transient("down".into()))
     }
 
+    /// Settles the test order read from topic `orders`.
+    async fn run<G: PaymentGateway>(
+        g: &G,
+        m: &PaymentMetrics,
+        on: OnRetriesExhausted,
+    ) -> Settlement {
+        settle(g, &order(), &config(on), m, "orders").await
+    }
+
     #[tokio::test]
     async fn transient_then_success_retries_with_backoff() {
         let g = Scripted(Mutex::new(vec![
@@ -210,7 +226,7 @@ mod tests {
         ]));
         let m = PaymentMetrics::default();
         let started = tokio::time::Instant::now();
-        let s = settle(&g, &order(), &config(OnRetriesExhausted::DeadLetter), &m).await;
+        let s = run(&g, &m, OnRetriesExhausted::DeadLetter).await;
         assert_eq!(
             s,
             Settlement::Completed {
@@ -220,13 +236,20 @@ mod tests {
         // Backoff 10 ms then 20 ms (no jitter).
         assert!(started.elapsed() >= Duration::from_millis(30));
         assert_eq!(m.gateway_retries.get(), 2);
+        assert_eq!(
+            m.bus
+                .retried
+                .with_label_values(&["orders", "gateway-transient"])
+                .get(),
+            2
+        );
     }
 
     #[tokio::test]
     async fn exhausted_goes_to_the_dlq_or_fails_as_configured() {
         let m = PaymentMetrics::default();
         let g = Scripted(Mutex::new(vec![transient(), transient(), transient()]));
-        match settle(&g, &order(), &config(OnRetriesExhausted::DeadLetter), &m).await {
+        match run(&g, &m, OnRetriesExhausted::DeadLetter).await {
             Settlement::DeadLetter {
                 class, attempts, ..
             } => {
@@ -236,7 +259,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let g = Scripted(Mutex::new(vec![transient(), transient(), transient()]));
-        match settle(&g, &order(), &config(OnRetriesExhausted::Fail), &m).await {
+        match run(&g, &m, OnRetriesExhausted::Fail).await {
             Settlement::Failed { reason_code, .. } => {
                 assert_eq!(reason_code, reason_codes::GATEWAY_UNAVAILABLE)
             }
@@ -251,12 +274,12 @@ mod tests {
             code: "CUSTOMER_DECLINED".into(),
             reason: "no".into(),
         })]));
-        let s = settle(&g, &order(), &config(OnRetriesExhausted::DeadLetter), &m).await;
+        let s = run(&g, &m, OnRetriesExhausted::DeadLetter).await;
         assert!(
             matches!(s, Settlement::Failed { ref reason_code, .. } if reason_code == "CUSTOMER_DECLINED")
         );
         let g = Scripted(Mutex::new(vec![Err(GatewayError::Fatal("bad".into()))]));
-        let s = settle(&g, &order(), &config(OnRetriesExhausted::DeadLetter), &m).await;
+        let s = run(&g, &m, OnRetriesExhausted::DeadLetter).await;
         assert!(matches!(
             s,
             Settlement::DeadLetter {

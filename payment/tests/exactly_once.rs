@@ -35,9 +35,17 @@ async fn n_orders_in_exactly_n_outcomes_out() {
     let retries = metric(addr, "payment_gateway_retries_total").await;
     assert!(retries > 0.0, "a 20% transient rate must cause retries");
     assert!(metric(addr, "payment_transactions_total").await >= 1.0);
+    // The bus metrics every service shares: records in and out, retries, handler
+    // latency per order, and the group's assignment. (In and handled count again what
+    // an aborted batch re-reads; out counts committed records only.)
+    assert!(metric(addr, "eventbus_consumed_total").await >= N as f64);
+    assert_eq!(metric(addr, "eventbus_produced_total").await, N as f64);
+    assert_eq!(metric(addr, "eventbus_retried_total").await, retries);
+    assert!(metric(addr, "eventbus_handler_duration_seconds_count").await >= N as f64);
+    assert!(metric(addr, "eventbus_rebalances_total").await >= 1.0);
     // The lag gauge is refreshed every 500 ms here: it reaches 0 once caught up.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while metric(addr, "eventbus_consumer_lag").await != 0.0 {
+    while metric(addr, "kafka_consumergroup_lag").await != 0.0 {
         assert!(
             Instant::now() < deadline,
             "consumer lag gauge never reached 0"

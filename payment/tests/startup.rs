@@ -1,5 +1,5 @@
 //! Against the real cluster: a deployment that is not set up stops the service at
-//! start-up with a [`PaymentError::Setup`] that says what to run.
+//! start-up with a [`PaymentError::Topic`] that says what to run.
 
 mod common;
 

@@ -36,6 +36,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
+use eventbus::headers::TraceParent;
 use eventbus::{BusError, Fault, Producer, PublishOptions};
 use schemas::{Event, OrderChangeKind, OrderCreated, OrderUpdated, StockAdjusted, Violations};
 use uuid::Uuid;
@@ -367,9 +368,11 @@ impl Commands {
         outcome: fn(E) -> Outcome,
     ) -> Result<Answer<E>, CommandError> {
         let mut options = PublishOptions::to_topic(topic);
-        if let Some(traceparent) = &ctx.traceparent {
-            options = options.traceparent(traceparent);
-        }
+        // The caller's trace continued (this service's span as its child), or a new
+        // one: decided here so that the log line below names the trace id the record
+        // carries.
+        let trace = TraceParent::next_hop(ctx.traceparent.as_deref());
+        options.traceparent = Some(trace);
         let guard = match claim {
             Some((guard, key, fingerprint)) => {
                 options = options
@@ -397,12 +400,20 @@ impl Commands {
             .observe(started.elapsed().as_secs_f64());
         match result {
             Ok(Ok(delivery)) => {
-                tracing::debug!(
+                // One line per accepted request, with the fields the log store
+                // correlates on (order events are keyed by their order id).
+                let order_id = E::TYPE.starts_with("order.").then(|| event.key());
+                tracing::info!(
+                    event = E::TYPE,
+                    order_id = order_id.as_deref(),
+                    key = %event.key(),
+                    trace_id = %trace.trace_id_hex(),
+                    span_id = %trace.span_id_hex(),
                     topic = %delivery.topic,
                     partition = delivery.partition,
                     offset = delivery.offset,
                     event_id = %event.event_id(),
-                    "published"
+                    "accepted"
                 );
                 if let Some(guard) = guard {
                     guard.complete(outcome(event.clone()));

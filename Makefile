@@ -38,34 +38,43 @@ export REGISTRY_URL ?= http://127.0.0.1:8081
 ADMIN_CLIENT_CONFIG := $(CURDIR)/.run/secrets/admin.conf
 test bench demo: export KAFKA_CLIENT_CONFIG ?= $(ADMIN_CLIENT_CONFIG)
 
+# One build profile for `make up`, `make demo`, `make test` and the operator tool: the dev
+# profile, so a newcomer's first `make up` compiles in minutes and the tests reuse it (the
+# services keep up with the demo's load in it). `make bench` always builds release;
+# PROFILE=release make up runs the services fully optimised, and `make demo` then uses the
+# profile `make up` recorded in .run/profile.
+PROFILE ?= $(or $(shell cat .run/profile 2>/dev/null),dev)
+export CARGO_PROFILE ?= $(PROFILE)
+PROFILE_DIR := $(if $(filter dev,$(CARGO_PROFILE)),debug,$(CARGO_PROFILE))
+
 .PHONY: up down status clean acls test test-unit lint fmt schemas bench demo \
 	test-monitoring check-observability logs
 
 up:
-	@CARGO_PROFILE=release $(PLATFORM) up
+	@$(PLATFORM) up
 
 down:
 	@$(PLATFORM) down
 
 status:
-	@CARGO_PROFILE=$${CARGO_PROFILE:-release} $(PLATFORM) status
+	@$(PLATFORM) status
 
 clean:
 	@$(PLATFORM) clean
 
 # Makes the cluster's ACLs exactly deploy/acls.toml (prints each change; nothing if none).
 acls:
-	@CARGO_PROFILE=$${CARGO_PROFILE:-release} $(PLATFORM) acls
+	@$(PLATFORM) acls
 
 # Registers every version of every event schema under `<topic>-value` (idempotent;
 # `make up` does it too). Services refuse to start while their schemas are missing.
 schemas:
-	@CARGO_PROFILE=$${CARGO_PROFILE:-release} $(PLATFORM) busctl schemas register
+	@$(PLATFORM) busctl schemas register
 
 # Tests share one dev build with the operator tool; the platform is started if it is not
 # running and left running afterwards (CI stops it with `make down`).
 test: test-monitoring
-	@PLATFORM_ONLY=1 CARGO_PROFILE=dev $(PLATFORM) up
+	@PLATFORM_ONLY=1 $(PLATFORM) up
 	cargo test --workspace --no-fail-fast
 
 test-unit:
@@ -78,16 +87,17 @@ lint:
 fmt:
 	cargo fmt --all
 
+bench: export CARGO_PROFILE = release
 bench:
-	@PLATFORM_ONLY=1 CARGO_PROFILE=release $(PLATFORM) up
+	@PLATFORM_ONLY=1 $(PLATFORM) up
 	cargo build --release -p ingress -p payment -p pipeline -p benches
 	$${CARGO_TARGET_DIR:-target}/release/pipeline-bench --mode $(or $(BENCH_MODE),full) --out $(or $(BENCH_OUT),target/bench)
 
 # Needs `make up`. Sends orders over REST and gRPC (some declined, changed, cancelled)
 # and restocks, and redraws the pipeline's inventory view in place.
 demo:
-	@cargo build -q --release -p benches --bin demo
-	@$${CARGO_TARGET_DIR:-target}/release/demo $(DEMO_ARGS)
+	@$(PLATFORM) build
+	@$${CARGO_TARGET_DIR:-target}/$(PROFILE_DIR)/demo $(DEMO_ARGS)
 
 # ---------------------------------------------------------------- monitoring
 # deploy/monitoring/ holds each definition once (alerts.yaml as a PrometheusRule, Grafana

@@ -10,6 +10,7 @@
 #   platform.sh clean    down, then wipe data, logs and secrets (the jar cache is kept)
 #   platform.sh acls     apply deploy/acls.toml to the running cluster (`up` does it too)
 #   platform.sh fetch    only fetch the jars (progress shown)
+#   platform.sh build    build busctl, dlq, the services and the demo (one cargo invocation)
 #   platform.sh busctl ARGS  the operator tool, as User:admin
 #
 # Security. SECURITY=sasl_ssl (the default): clients authenticate with SCRAM-SHA-512 over
@@ -49,9 +50,10 @@ PRINCIPALS=(admin ingress payment pipeline registry)
 MODE_FILE="$RUN_DIR/data/security"
 # The consumer-group prefix of the registry's kafkasql storage (granted in deploy/acls.toml).
 REGISTRY_GROUP_PREFIX="apicurio-registry-"
-# The profile the operator tool (busctl) is built in; `make test` uses dev to share the
-# test build, `make up` uses release together with the services.
-CARGO_PROFILE="${CARGO_PROFILE:-release}"
+# The cargo profile busctl, the services and the demo are built in: dev by default (the
+# test build, minutes from a fresh clone); the Makefile passes PROFILE. `up` records it in
+# $RUN_DIR/profile so that `make demo` and `make status` use what `make up` built.
+CARGO_PROFILE="${CARGO_PROFILE:-dev}"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 profile_dir() { echo "$TARGET_DIR/$([[ $CARGO_PROFILE == dev ]] && echo debug || echo "$CARGO_PROFILE")"; }
 
@@ -95,13 +97,33 @@ fetch() {
   jmx_fetch
 }
 
+# ---------------------------------------------------------------- binaries
+# Everything `up` and `make demo` run is built by ONE cargo invocation: cargo resolves
+# features per invocation, so building busctl, the services and the demo one by one would
+# compile the shared crates (eventbus, servicekit, ...) again for each feature set.
+# PLATFORM_ONLY=1 (`make test`) builds busctl only: `cargo test` builds the rest.
+# Cargo shows its own progress (crates compiled of the total) on the terminal.
+BUILT=0
+build_binaries() {
+  ((BUILT)) && return 0
+  local bins=(busctl dlq) pkgs=(eventbus) entry
+  if [[ "${PLATFORM_ONLY:-0}" != 1 ]]; then
+    while read -r entry; do bins+=("${entry%% *}"); pkgs+=("${entry%% *}"); done < <(present_services)
+    bins+=(demo); pkgs+=(benches)
+  fi
+  say "building ${bins[*]} (cargo --profile $CARGO_PROFILE)" >&2
+  (cd "$ROOT" && cargo build --profile "$CARGO_PROFILE" $(printf -- '-p %s ' "${pkgs[@]}") \
+    $(printf -- '--bin %s ' "${bins[@]}")) >&2 || die "cargo build failed (see above)"
+  BUILT=1
+}
+
 # busctl ARGS...: the operator tool, as User:admin (KAFKA_CLIENT_CONFIG=admin.conf).
 busctl() {
   local bin; bin="$(profile_dir)/busctl"
+  # On stderr: callers capture busctl's stdout (acls render). Outside `up`, the binary
+  # is rebuilt when the sources it is made of changed.
   if [[ ! -x "$bin" || -n "$(find "$ROOT/eventbus" "$ROOT/schemas" "$ROOT/deploy/topics.toml" -newer "$bin" -print -quit 2>/dev/null)" ]]; then
-    # On stderr: callers capture busctl's stdout (acls render).
-    say "building busctl (the operator tool) with cargo --profile $CARGO_PROFILE" >&2
-    (cd "$ROOT" && cargo build -q --profile "$CARGO_PROFILE" -p eventbus --bin busctl) >&2 || die "cargo build of busctl failed"
+    build_binaries
   fi
   KAFKA_CLIENT_CONFIG="$SECRETS/admin.conf" "$bin" "$@"
 }
@@ -553,10 +575,7 @@ start_services() {
   local entries=() entry name url bin
   mapfile -t entries < <(present_services)
   ((${#entries[@]})) || return 0
-  local names=(); for entry in "${entries[@]}"; do names+=("${entry%% *}"); done
-  say "building ${names[*]} (cargo --profile $CARGO_PROFILE)"
-  (cd "$ROOT" && cargo build -q --profile "$CARGO_PROFILE" $(printf -- '-p %s ' "${names[@]}")) ||
-    die "cargo build of the services failed"
+  build_binaries
   local dir; dir="$(profile_dir)"
   for entry in "${entries[@]}"; do
     name="${entry%% *}"; url="${entry#* }"; bin="$dir/$name"
@@ -595,7 +614,9 @@ up() {
     say "SECURITY=sasl_ssl: clients SCRAM-SHA-512 over TLS, nodes mutual TLS, ACLs from deploy/acls.toml"
   fi
   fetch
+  build_binaries
   ensure_secrets
+  [[ "${PLATFORM_ONLY:-0}" == 1 ]] || echo "$CARGO_PROFILE" >"$RUN_DIR/profile"
   format_nodes
   start_kafka
   say "applying deploy/topics.toml"
@@ -688,5 +709,6 @@ case "${1:-}" in
   acls) recorded_mode; acls ;;
   fetch) fetch ;;
   busctl) shift; recorded_mode; busctl "$@" ;;
-  *) echo "usage: $0 up|down|status|clean|acls|fetch|busctl ARGS..." >&2; exit 2 ;;
+  build) build_binaries ;;
+  *) echo "usage: $0 up|down|status|clean|acls|fetch|build|busctl ARGS..." >&2; exit 2 ;;
 esac

@@ -102,7 +102,8 @@ demo:
 # ---------------------------------------------------------------- monitoring
 # deploy/monitoring/ holds each definition once (alerts.yaml as a PrometheusRule, Grafana
 # dashboards); generate.py derives what the local tools read. Offline checks: promtool on
-# the generated config and rules, the rules' unit tests (tests/alerts.test.yaml).
+# the generated config and rules, the rules' unit tests (tests/alerts.test.yaml), and
+# the scripts' own unit tests (tests/test_scripts.py).
 MONITORING_OUT := $(or $(CARGO_TARGET_DIR),target)/monitoring
 test-monitoring:
 	@rm -rf $(MONITORING_OUT) && mkdir -p $(MONITORING_OUT)/run/prometheus/targets
@@ -112,6 +113,7 @@ test-monitoring:
 	@cp $(MONITORING_OUT)/run/prometheus/rules.yml $(MONITORING_OUT)/alerts.rules.yml
 	@cp deploy/monitoring/tests/alerts.test.yaml $(MONITORING_OUT)/
 	promtool test rules $(MONITORING_OUT)/alerts.test.yaml
+	python3 -m unittest discover -s deploy/monitoring/tests -p 'test_*.py'
 
 # The live checks (deploy/monitoring/check.py): run after `make up` and some traffic.
 check-observability:

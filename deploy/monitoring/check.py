@@ -376,8 +376,10 @@ def cmd_dashboard(args) -> int:
                 if (not absent and len(drawn) == len(titles)) or stable >= 3 or time.monotonic() > deadline:
                     break
             # The screenshot: the window shrinks to the page's height.
-            height = int(browser.script("return document.documentElement.scrollHeight;"))
-            browser.call("POST", browser.at("/window/rect"), {"width": 1400, "height": min(height + 120, 8000)})
+            height = int(browser.script(
+                "const d = document.querySelectorAll('.vm-predefined-dashboard');"
+                "return Math.ceil(d.length ? d[d.length - 1].getBoundingClientRect().bottom + 40 : 1000);"))
+            browser.call("POST", browser.at("/window/rect"), {"width": 1400, "height": min(height + 100, 8000)})
             time.sleep(1)
             shot = out / f"dashboard-{number}.png"
             size = browser.screenshot(shot)

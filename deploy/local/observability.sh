@@ -177,3 +177,9 @@ obs_status() {
   echo "  scrape targets (up/all by job) and firing alerts:"
   python3 "$MONITORING/check.py" status --prometheus "$PROM_URL" 2>&1 | sed 's/^/    /' || true
 }
+
+# obs_clean: the stored metrics and logs, with vlagent's read positions (`make clean`;
+# the Go tools stay).
+obs_clean() {
+  rm -rf "$RUN_DIR/prometheus" "$RUN_DIR/victoriametrics" "$RUN_DIR/victorialogs" "$RUN_DIR/vlagent"
+}

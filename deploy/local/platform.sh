@@ -692,6 +692,7 @@ status() {
 clean() {
   down
   rm -rf "$RUN_DIR/data" "$RUN_DIR/logs" "$RUN_DIR/conf" "$RUN_DIR/pids" "$SECRETS"
+  obs_clean
   say "wiped $RUN_DIR (data, logs, secrets)"
 }
 

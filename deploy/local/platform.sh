@@ -101,16 +101,16 @@ fetch() {
 # Everything `up` and `make demo` run is built by ONE cargo invocation: cargo resolves
 # features per invocation, so building busctl, the services and the demo one by one would
 # compile the shared crates (eventbus, servicekit, ...) again for each feature set.
-# PLATFORM_ONLY=1 (`make test`) builds busctl only: `cargo test` builds the rest.
+# PLATFORM_ONLY=1 (`make test`) builds the same set: a smaller set would resolve the
+# dependencies' features differently (tokio, hyper, ...) and each `up` would then rebuild
+# what the one before it built.
 # Cargo shows its own progress (crates compiled of the total) on the terminal.
 BUILT=0
 build_binaries() {
   ((BUILT)) && return 0
   local bins=(busctl dlq) pkgs=(eventbus) entry
-  if [[ "${PLATFORM_ONLY:-0}" != 1 ]]; then
-    while read -r entry; do bins+=("${entry%% *}"); pkgs+=("${entry%% *}"); done < <(present_services)
-    bins+=(demo); pkgs+=(benches)
-  fi
+  while read -r entry; do bins+=("${entry%% *}"); pkgs+=("${entry%% *}"); done < <(present_services)
+  bins+=(demo); pkgs+=(benches)
   say "building ${bins[*]} (cargo --profile $CARGO_PROFILE)" >&2
   (cd "$ROOT" && cargo build --profile "$CARGO_PROFILE" $(printf -- '-p %s ' "${pkgs[@]}") \
     $(printf -- '--bin %s ' "${bins[@]}")) >&2 || die "cargo build failed (see above)"

@@ -59,7 +59,7 @@ pub struct PipelineConfig {
     pub source: SourceConfig,
     /// The exactly-once sink.
     pub sink: SinkConfig,
-    /// The views API (process 0 only).
+    /// The views API (process 0) and every process's metrics endpoint.
     pub server: ServerConfig,
     /// Workers and processes.
     pub timely: TimelyConfig,
@@ -136,6 +136,13 @@ impl PipelineConfig {
         }
         if self.timely.processes > 1 && self.timely.hostfile.is_none() {
             return bad("several processes need timely.hostfile (-h)".into());
+        }
+        if self.timely.process > 0 && self.server.metrics_addr(self.timely.process).is_none() {
+            return bad(format!(
+                "server.http port {} + process {} is no port: set server.metrics",
+                self.server.http.port(),
+                self.timely.process
+            ));
         }
         Ok(())
     }
@@ -300,14 +307,39 @@ impl Default for SinkConfig {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
-    /// Serve the API at all (process 0 only; other processes never serve).
+    /// Serve at all: the API on process 0, the metrics endpoint on every process.
     pub enabled: bool,
-    /// REST, SSE, `/healthz`, `/readyz`, `/metrics`.
+    /// REST, SSE, `/healthz`, `/readyz`, `/metrics` (process 0).
     pub http: SocketAddr,
     /// gRPC `orderpipeline.v1.ViewService` with reflection.
     pub grpc: SocketAddr,
+    /// Where a process serves its own `/metrics` and `/healthz`, so that every process
+    /// of a multi-process job is scraped (each exports its own input partitions' lag,
+    /// records and arrangements). Unset: process 0 serves them with the API on `http`
+    /// and process `i > 0` on `http`'s IP with port `http.port + i` (8091, 8092, ...).
+    /// Set: every process serves them here (process 0 on `http` too), one port for
+    /// every pod.
+    pub metrics: Option<SocketAddr>,
     /// TLS and API keys of both (off by default; see `pipeline/README.md`).
     pub security: ApiSecurity,
+}
+
+impl ServerConfig {
+    /// The address of process `process`'s own metrics endpoint, if it has one apart
+    /// from the API (see [`ServerConfig::metrics`]); `None` if the port would overflow
+    /// (refused by [`PipelineConfig::validate`]).
+    pub fn metrics_addr(&self, process: usize) -> Option<SocketAddr> {
+        if let Some(addr) = self.metrics {
+            return Some(addr);
+        }
+        if process == 0 {
+            return None;
+        }
+        let port = u16::try_from(process)
+            .ok()
+            .and_then(|i| self.http.port().checked_add(i))?;
+        Some(SocketAddr::new(self.http.ip(), port))
+    }
 }
 
 impl Default for ServerConfig {
@@ -316,6 +348,7 @@ impl Default for ServerConfig {
             enabled: true,
             http: SocketAddr::from(([127, 0, 0, 1], 8090)),
             grpc: SocketAddr::from(([127, 0, 0, 1], 50052)),
+            metrics: None,
             security: ApiSecurity::default(),
         }
     }
@@ -416,6 +449,28 @@ mod tests {
             c.timely.args()[1..],
             ["-w", "1", "-n", "2", "-p", "0", "-h", "hosts.txt"]
         );
+    }
+
+    #[test]
+    fn every_process_but_0_has_a_metrics_address_unless_one_is_set() {
+        let mut c = PipelineConfig::default();
+        assert_eq!(c.server.metrics_addr(0), None, "process 0: with the API");
+        assert_eq!(
+            c.server.metrics_addr(2),
+            Some(SocketAddr::from(([127, 0, 0, 1], 8092)))
+        );
+        c.server.http = SocketAddr::from(([127, 0, 0, 1], 65_535));
+        c.timely.processes = 2;
+        c.timely.process = 1;
+        c.timely.hostfile = Some("hosts.txt".into());
+        assert_eq!(c.server.metrics_addr(1), None, "no port 65536");
+        let error = c.validate().unwrap_err().to_string();
+        assert!(error.contains("server.metrics"), "{error}");
+        let set = SocketAddr::from(([0, 0, 0, 0], 9464));
+        c.server.metrics = Some(set);
+        c.validate().unwrap();
+        assert_eq!(c.server.metrics_addr(0), Some(set), "every process, 0 too");
+        assert_eq!(c.server.metrics_addr(1), Some(set));
     }
 
     #[test]

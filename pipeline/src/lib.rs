@@ -260,6 +260,34 @@ pub fn run_with(
         }
         runtime = Some(rt);
     }
+    // Every process's own `/metrics` and `/healthz` (process 0's are on the API too).
+    let mut ops = None;
+    if config.server.enabled
+        && let Some(addr) = config.server.metrics_addr(config.timely.process)
+    {
+        let rt = match runtime.take() {
+            Some(rt) => rt,
+            None => tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("metrics")
+                .enable_all()
+                .build()
+                .map_err(|e| PipelineError::Server(format!("runtime: {e}")))?,
+        };
+        let state = server::ApiState {
+            views: views.clone(),
+            metrics: metrics.clone(),
+            health: Arc::clone(&health),
+            topics: topics.clone(),
+        };
+        ops = Some(rt.block_on(server::start_ops(
+            &config.server,
+            addr,
+            state,
+            shutdown.clone(),
+        ))?);
+        runtime = Some(rt);
+    }
 
     let worker_shared = Arc::clone(&shared);
     let guards = timely::execute(timely_config, move |worker| {
@@ -298,10 +326,12 @@ pub fn run_with(
     {
         shared.fail(PipelineError::Worker("the sink thread panicked".into()));
     }
-    if let (Some(rt), Some(server)) = (&runtime, server) {
-        rt.block_on(async {
-            let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
-        });
+    if let Some(rt) = &runtime {
+        for handle in [server, ops].into_iter().flatten() {
+            rt.block_on(async {
+                let _ = tokio::time::timeout(Duration::from_secs(5), handle).await;
+            });
+        }
     }
     if let Some(rt) = runtime {
         rt.shutdown_timeout(Duration::from_secs(1));

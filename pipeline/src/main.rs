@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! pipeline [-c pipeline.toml] [-w WORKERS] [-n PROCESSES -p INDEX -h HOSTFILE]
-//!          [--http ADDR] [--grpc ADDR] [--topic-prefix PREFIX] [--no-server]
+//!          [--http ADDR] [--grpc ADDR] [--metrics ADDR] [--topic-prefix PREFIX] [--no-server]
 //! ```
 //!
 //! `-w -n -p -h` are timely's own options (threads per process, processes, this
@@ -46,6 +46,10 @@ struct Args {
     /// gRPC address (process 0).
     #[arg(long)]
     grpc: Option<SocketAddr>,
+    /// This process's own `/metrics` and `/healthz` address (default: process 0 on
+    /// `--http`, process i on the `--http` port + i).
+    #[arg(long)]
+    metrics: Option<SocketAddr>,
     /// Prefix of every topic name (side-by-side deployments, tests).
     #[arg(long = "topic-prefix")]
     topic_prefix: Option<String>,
@@ -82,6 +86,9 @@ fn config(args: &Args) -> Result<PipelineConfig, pipeline::PipelineError> {
     }
     if let Some(a) = args.grpc {
         config.server.grpc = a;
+    }
+    if let Some(a) = args.metrics {
+        config.server.metrics = Some(a);
     }
     if let Some(p) = &args.topic_prefix {
         config.topics.prefix = p.clone();

@@ -1,5 +1,8 @@
-//! Prometheus metrics of the job, on a registry of its own (so that several jobs in one
-//! test process never collide), served by process 0 at `/metrics`.
+//! Prometheus metrics of one process of the job, on a registry of its own (so that
+//! several jobs in one test process never collide), served by every process at
+//! `/metrics` (process 0 with the API; see [`crate::server::ops_router`]). The source's
+//! metrics (lag, records, dead letters, arrangements) are the process's own workers';
+//! the sink's and the views' exist on process 0 only.
 //!
 //! | metric | labels | meaning |
 //! |---|---|---|

@@ -2,9 +2,11 @@
 //! `orderpipeline.v1.ViewService`, with reflection), plus `/healthz`, `/readyz` and
 //! `/metrics`.
 //!
-//! Only process 0 serves: it runs worker 0, where all output is gathered, and holds the
-//! views. Other processes serve nothing (operators point clients and probes at process
-//! 0; see `pipeline/README.md`). Every answer reflects one committed epoch and says which
+//! Only process 0 serves the API: it runs worker 0, where all output is gathered, and
+//! holds the views. Every process serves its own `/metrics` and `/healthz`
+//! ([`ops_router`]; process 0 with the API, the others on `server.metrics` or the API
+//! port + their index), because each reads its own input partitions and keeps its own
+//! arrangements, whose lag and sizes nobody else knows (see `pipeline/README.md`). Every answer reflects one committed epoch and says which
 //! (`as_of_epoch`, UTC ms; gRPC `Freshness`), so an answer is the same whatever the
 //! number of workers and processes.
 //!
@@ -113,12 +115,48 @@ pub async fn start(
     shutdown: Shutdown,
 ) -> Result<tokio::task::JoinHandle<()>, PipelineError> {
     // The security section first: a bad TLS file should not leave a port bound.
-    let security = config
-        .security
-        .load()
-        .map_err(|e| PipelineError::Config(format!("server.{e}")))?;
+    let security = load_security(config)?;
     let listeners = Listeners::bind(config).await?;
     serve(listeners, &security, state, shutdown).await
+}
+
+/// Binds `addr` and serves [`ops_router`] there until `shutdown` (see [`serve_ops`]).
+pub async fn start_ops(
+    config: &ServerConfig,
+    addr: std::net::SocketAddr,
+    state: ApiState,
+    shutdown: Shutdown,
+) -> Result<tokio::task::JoinHandle<()>, PipelineError> {
+    let security = load_security(config)?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| PipelineError::Server(format!("bind metrics {addr}: {e}")))?;
+    serve_ops(listener, &security, state, shutdown).await
+}
+
+/// `[server.security]`, loaded (TLS files read, keys parsed).
+fn load_security(config: &ServerConfig) -> Result<servicekit::Security, PipelineError> {
+    config
+        .security
+        .load()
+        .map_err(|e| PipelineError::Config(format!("server.{e}")))
+}
+
+/// Serves `app` on `http` until `shutdown`; `what` names the server in the error log.
+fn spawn_http(
+    http: servicekit::HttpListener,
+    app: Router,
+    shutdown: Shutdown,
+    what: &'static str,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let result = axum::serve(http, app)
+            .with_graceful_shutdown(async move { shutdown.wait().await })
+            .await;
+        if let Err(e) = result {
+            tracing::error!("{what} server: {e}");
+        }
+    })
 }
 
 /// Serves on `listeners` (TLS and API keys as `security` says) until `shutdown`. The
@@ -142,15 +180,7 @@ pub async fn serve(
     );
 
     let app = router(state.clone(), shutdown.clone()).layer(security.keys.layer());
-    let http_shutdown = shutdown.clone();
-    let http_task = tokio::spawn(async move {
-        let result = axum::serve(http, app)
-            .with_graceful_shutdown(async move { http_shutdown.wait().await })
-            .await;
-        if let Err(e) = result {
-            tracing::error!("HTTP server: {e}");
-        }
-    });
+    let http_task = spawn_http(http, app, shutdown.clone(), "HTTP");
 
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
@@ -299,11 +329,37 @@ pub fn router(state: ApiState, shutdown: Shutdown) -> Router {
         .route("/v1/orders/{id}", get(get_order))
         .route("/v1/stream", get(stream))
         .route("/v1/status", get(status))
-        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .with_state((state.clone(), shutdown.clone()))
+        .merge(page::routes())
+        .merge(ops_router(state, shutdown))
+}
+
+/// `/metrics` and `/healthz` alone: what every process serves, with the API or on its
+/// own address ([`serve_ops`]).
+pub fn ops_router(state: ApiState, shutdown: Shutdown) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .with_state((state, shutdown))
-        .merge(page::routes())
+}
+
+/// Serves [`ops_router`] on `listener` (TLS as `security` says; both routes need no
+/// key) until `shutdown`: the metrics of a process that serves no API. The returned task
+/// ends when the server has stopped.
+pub async fn serve_ops(
+    listener: TcpListener,
+    security: &servicekit::Security,
+    state: ApiState,
+    shutdown: Shutdown,
+) -> Result<tokio::task::JoinHandle<()>, PipelineError> {
+    let addr = listener.local_addr().ok();
+    let http = security
+        .http_listener(listener)
+        .map_err(|e| PipelineError::Server(format!("metrics listener: {e}")))?;
+    tracing::info!(metrics = ?addr, "metrics listening");
+    let app = ops_router(state, shutdown.clone());
+    Ok(spawn_http(http, app, shutdown, "metrics"))
 }
 
 type AppState = State<(ApiState, Shutdown)>;

@@ -110,12 +110,7 @@ async fn views_and_topic_equal_the_model_in(env: &Env) -> Result<(), BoxError> {
         .await?
         .text()
         .await?;
-    let total = |name: &str| -> f64 {
-        text.lines()
-            .filter(|l| l.starts_with(name))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    };
+    let total = |name: &str| -> f64 { samples(&text, name).iter().sum() };
     assert_eq!(
         total("pipeline_records_total"),
         workload.len() as f64,
@@ -145,11 +140,7 @@ async fn views_and_topic_equal_the_model_in(env: &Env) -> Result<(), BoxError> {
             .await?
             .text()
             .await?;
-        let lags: Vec<f64> = text
-            .lines()
-            .filter(|l| l.starts_with("pipeline_input_lag{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .collect();
+        let lags = samples(&text, "pipeline_input_lag{");
         if lags.len() == partitions && lags.iter().all(|lag| *lag == 0.0) {
             break;
         }
@@ -175,6 +166,15 @@ async fn views_and_topic_equal_the_model_in(env: &Env) -> Result<(), BoxError> {
         report.stock_updates
     );
     Ok(())
+}
+
+/// The values of the samples whose line starts with `prefix` (a metric name, or a name
+/// and labels) in a Prometheus text page.
+fn samples(text: &str, prefix: &str) -> Vec<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .collect()
 }
 
 /// Opens the inventory page at `http` in headless Chromium and waits until its stock
@@ -391,11 +391,16 @@ async fn two_processes_match_one_in(one: &Env, two: &Env) -> Result<(), BoxError
     let hostfile = logs.path().join("hosts.txt");
     std::fs::write(&hostfile, format!("{}\n{}\n", free_addr(), free_addr()))?;
     let (http_two, grpc_two) = (free_addr(), free_addr());
+    // Process 1 serves its own metrics (process 0 serves them with the API).
+    let metrics_two = free_addr();
     let mut cluster = Vec::new();
     for process in 0..2 {
         let mut args = job_args(two, http_two, grpc_two);
         args.extend(["-w", "2", "-n", "2", "-p", &process.to_string(), "-h"].map(str::to_owned));
         args.push(hostfile.display().to_string());
+        if process == 1 {
+            args.extend(["--metrics".to_owned(), metrics_two.to_string()]);
+        }
         cluster.push(Job::start(
             two,
             &args,
@@ -461,6 +466,47 @@ async fn two_processes_match_one_in(one: &Env, two: &Env) -> Result<(), BoxError
     assert_eq!(topic_view(&stock_two), model.stock());
     let report_one = audit(one, &stock_one).await?;
     let report_two = audit(two, &stock_two).await?;
+
+    // Every process exports its metrics: each counts the records its workers read (the
+    // two add up to the workload), and each has a lag gauge for every partition its
+    // workers read (some each, all of them together).
+    let partitions = two.names.inputs.len() * 6;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut records = Vec::new();
+        let mut lag_gauges = Vec::new();
+        for addr in [http_two, metrics_two] {
+            let text = reqwest::get(format!("http://{addr}/metrics"))
+                .await?
+                .error_for_status()?
+                .text()
+                .await?;
+            records.push(samples(&text, "pipeline_records_total").iter().sum());
+            lag_gauges.push(samples(&text, "pipeline_input_lag{").len());
+        }
+        let done = records.iter().sum::<f64>() == load_two.len() as f64
+            && lag_gauges.iter().sum::<usize>() == partitions;
+        if done {
+            assert!(
+                records
+                    .iter()
+                    .all(|r| *r > 0.0 && *r < load_two.len() as f64),
+                "each process read a share: {records:?}"
+            );
+            assert!(lag_gauges.iter().all(|g| *g > 0), "{lag_gauges:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "records per process {records:?} (of {}), lag gauges {lag_gauges:?} (of {partitions})",
+            load_two.len()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let healthz = reqwest::get(format!("http://{metrics_two}/healthz")).await?;
+    assert_eq!(healthz.status(), 200, "process 1's liveness");
+    let api = reqwest::get(format!("http://{metrics_two}/v1/inventory")).await?;
+    assert_eq!(api.status(), 404, "process 1 serves no API");
 
     // SIGTERM to both processes: each leaves its loop and exits cleanly.
     for job in cluster.iter() {

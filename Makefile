@@ -113,7 +113,7 @@ test-monitoring:
 	@cp $(MONITORING_OUT)/run/prometheus/rules.yml $(MONITORING_OUT)/alerts.rules.yml
 	@cp deploy/monitoring/tests/alerts.test.yaml $(MONITORING_OUT)/
 	promtool test rules $(MONITORING_OUT)/alerts.test.yaml
-	python3 -m unittest discover -s deploy/monitoring/tests -p 'test_*.py'
+	python3 -m unittest discover -v -s deploy/monitoring/tests -p 'test_*.py'
 
 # The live checks (deploy/monitoring/check.py): run after `make up` and some traffic.
 check-observability:

@@ -62,6 +62,31 @@ class Rules(unittest.TestCase):
                 generate.rules_text(bad)
 
 
+class PrometheusRuleSchema(unittest.TestCase):
+    """alerts.yaml against the PrometheusRule v1 JSON Schema (prometheus-operator's CRD,
+    strict), which CI finds at ../shared/k8s-schemas beside the clone."""
+
+    def test_alerts_is_a_valid_prometheusrule(self):
+        schema_path = generate.HERE.parent.parent.parent / "shared/k8s-schemas/monitoring.coreos.com/prometheusrule_v1.json"
+        if not schema_path.exists():
+            self.skipTest(f"no PrometheusRule schema at {schema_path} (CI lays ../shared beside the clone)")
+        try:
+            import jsonschema
+            import yaml
+        except ImportError as e:
+            self.skipTest(f"PyYAML and jsonschema are needed for the schema check: {e}")
+        document = yaml.safe_load(generate.ALERTS.read_text())
+        schema = json.loads(schema_path.read_text())
+        # The schema's own regexes are Go's (RE2), which Python's `re` cannot all compile,
+        # so the schema itself is not checked, only the document against it.
+        validator = jsonschema.validators.validator_for(schema)(schema)
+        validator.validate(document)
+        broken = json.loads(json.dumps(document))
+        broken["spec"]["groups"][0]["rules"][0]["forr"] = "1m"
+        with self.assertRaises(jsonschema.ValidationError):
+            validator.validate(broken)
+
+
 class Dashboards(unittest.TestCase):
     def test_every_dashboard_converts(self):
         dashboards = list(generate.dashboards())

@@ -65,9 +65,11 @@ jmx_agent() {
 # or two on 2 cores the first time; Go's build cache makes a rebuild take seconds.
 go_tool() {
   local name="$1" pkg="$2" version="$3"
-  if [[ -x "$OBS_BIN/$name" ]] &&
-    go version -m "$OBS_BIN/$name" 2>/dev/null | grep -qE "^[[:space:]]+mod[[:space:]].*[[:space:]]$version([[:space:]]|\$)"; then
-    return 0
+  if [[ -x "$OBS_BIN/$name" ]]; then
+    # Without Go the version cannot be read: take the binary as it is.
+    command -v go >/dev/null || return 0
+    go version -m "$OBS_BIN/$name" 2>/dev/null |
+      grep -qE "^[[:space:]]+mod[[:space:]].*[[:space:]]$version([[:space:]]|\$)" && return 0
   fi
   command -v go >/dev/null ||
     die "$name is missing and Go is not installed: install Go 1.24+ (https://go.dev/dl/), then \`make up\` builds it (GOBIN=$OBS_BIN go install $pkg@$version)"

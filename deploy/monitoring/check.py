@@ -10,7 +10,8 @@ demo), because it asks the live tools, never a fake:
               counter a service creates on its first event (dead letters, publish
               failures) passes without series only if the workspace registers that name
   logs        posts an order to ingress and finds its log lines from ingress, payment and
-              the pipeline in VictoriaLogs by its order id; a made-up order id finds none
+              the pipeline in VictoriaLogs by its order id, one trace id in all three (the
+              traceparent continued across the hops); a made-up order id finds none
   dashboard   headless Chromium (over WebDriver) opens the vmui page, each dashboard tab
               and every row: each panel must be drawn as a chart and each dashboard must
               show series; a screenshot per dashboard (a made-up tab must not be found)
@@ -221,29 +222,79 @@ def post_order(ingress: str, customer: str) -> str:
     return answer["order_id"]
 
 
+def order_problems(entries) -> list[str]:
+    """What is wrong with one order's log lines: a service without lines, or no trace id
+    in lines of all of ORDER_SERVICES (ingress starts the trace with the traceparent
+    header, payment and the pipeline continue it, so one order is one trace)."""
+    services = {e.get("service") for e in entries}
+    lacking = [s for s in ORDER_SERVICES if s not in services]
+    if lacking:
+        return [f"no lines from {', '.join(lacking)}"]
+    traces = {e["trace_id"] for e in entries if e.get("trace_id")}
+    shared = [t for t in sorted(traces)
+              if set(ORDER_SERVICES) <= {e.get("service") for e in entries if e.get("trace_id") == t}]
+    if not shared:
+        by_service = {s: sorted({e.get("trace_id") for e in entries if e.get("service") == s} - {None})
+                      for s in ORDER_SERVICES}
+        return [f"no trace id in lines of all of {', '.join(ORDER_SERVICES)}: {by_service}"]
+    return []
+
+
+def known_lines_are_found(vlogs: str, wait: float) -> None:
+    """The query's positive control, independent of the services: four synthetic lines of
+    a fresh order id (one of them carrying only its trace id) are written to VictoriaLogs'
+    JSON-lines endpoint and must all come back, in time order, through order_lines."""
+    order, trace = f"check-{uuid.uuid4()}", uuid.uuid4().hex
+    now = time.time()
+    lines = [
+        {"service": s, "order_id": order, "trace_id": trace, "level": "INFO",
+         "message": "check.py synthetic line (make check-observability)",
+         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now + i)) + "Z"}
+        for i, s in enumerate(ORDER_SERVICES)
+    ]
+    lines.append(dict(lines[-1], order_id=None, timestamp=lines[-1]["timestamp"].replace("Z", ".5Z")))
+    body = "\n".join(json.dumps({k: v for k, v in line.items() if v}) for line in lines).encode()
+    url = f"{vlogs}/insert/jsonline?" + urllib.parse.urlencode(
+        {"_stream_fields": "service", "_msg_field": "message", "_time_field": "timestamp"})
+    # A form content type (urllib's default) would make the server read the body as a form.
+    headers = {"Content-Type": "application/stream+json"}
+    urllib.request.urlopen(urllib.request.Request(url, data=body, headers=headers), timeout=10).close()
+    deadline = time.monotonic() + wait
+    while True:
+        found = order_lines(vlogs, order, None)
+        if len(found) >= len(lines) or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    if len(found) != len(lines) or order_problems(found):
+        raise CheckError(f"{len(lines)} synthetic lines of order {order} written to VictoriaLogs, "
+                         f"{len(found)} found by the order query: {found}")
+    if [e.get("service") for e in found][: len(ORDER_SERVICES)] != list(ORDER_SERVICES):
+        raise CheckError(f"the order's lines are not in time order: {found}")
+
+
 def cmd_logs(args) -> int:
-    """An order posted now has log lines from ingress, payment and the pipeline."""
+    """An order posted now has log lines from ingress, payment and the pipeline, with one
+    trace id through all three."""
     made_up = str(uuid.uuid4())
     if logsql(args.vlogs, order_query(made_up, None)):
         raise CheckError(f"the made-up order {made_up} matched log lines: the query matches too much")
+    known_lines_are_found(args.vlogs, args.wait)
     order = post_order(args.ingress, f"obs-check-{uuid.uuid4().hex[:12]}")
     deadline = time.monotonic() + args.wait
     while True:
         entries = order_lines(args.vlogs, order, None)
-        services = {e.get("service") for e in entries}
-        if set(ORDER_SERVICES) <= services or time.monotonic() > deadline:
+        problems = order_problems(entries)
+        if not problems or time.monotonic() > deadline:
             break
         time.sleep(2)
+    services = sorted({e.get("service") or "?" for e in entries})
     traces = sorted({e["trace_id"] for e in entries if e.get("trace_id")})
-    print(f"logs: order {order}: {len(entries)} lines in VictoriaLogs from "
-          f"{', '.join(sorted(s or '?' for s in services)) or 'no service'}; trace ids {traces or 'none'}; "
-          f"a made-up order id matched none")
-    lacking = [s for s in ORDER_SERVICES if s not in services]
-    if lacking:
-        print(f"  MISSING lines from {', '.join(lacking)} within {args.wait:.0f} s "
-              f"(query: {order_query(order, None)})")
-        return 1
-    return 0
+    print(f"logs: order {order}: {len(entries)} lines in VictoriaLogs from {', '.join(services) or 'no service'}; "
+          f"trace ids {traces or 'none'}; a made-up order id matched none, synthetic lines "
+          f"of a known order (one by trace id only) were all found")
+    for problem in problems:
+        print(f"  FAILED within {args.wait:.0f} s: {problem} (query: {order_query(order, None)})")
+    return 1 if problems else 0
 
 
 def chromium() -> tuple[str, str]:

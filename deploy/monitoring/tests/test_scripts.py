@@ -160,6 +160,18 @@ class MetricNames(unittest.TestCase):
         self.assertIsNotNone(check.declared_in("pipeline_sink_commit_seconds_bucket"))
         self.assertIsNone(check.declared_in(check.MADE_UP_METRIC))
 
+    def test_an_order_needs_all_three_services_on_one_trace(self):
+        a, b, c = check.ORDER_SERVICES
+        good = [{"service": a, "trace_id": "t1"}, {"service": b, "trace_id": "t1"},
+                {"service": c, "trace_id": "t1"}, {"service": c}]
+        self.assertEqual(check.order_problems(good), [])
+        self.assertIn(c, check.order_problems(good[:2])[0])  # the pipeline logged nothing
+        split = [{"service": a, "trace_id": "t1"}, {"service": b, "trace_id": "t2"},
+                 {"service": c, "trace_id": "t1"}]
+        self.assertIn("no trace id", check.order_problems(split)[0])  # payment started a new trace
+        untraced = [{"service": s} for s in check.ORDER_SERVICES]
+        self.assertIn("no trace id", check.order_problems(untraced)[0])
+
     def test_order_query_names_the_order_and_its_traces(self):
         q = check.order_query("o-1", None, ["t-1"])
         self.assertIn('order_id:="o-1"', q)

@@ -42,6 +42,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use crate::error::ProgressError;
 use crate::progress::ProgressRecord;
 
 /// Wall-clock milliseconds since the Unix epoch.
@@ -96,7 +97,7 @@ impl Bindings {
     /// upper goes down: the progress topic would then not be one this job wrote.
     pub fn from_records<'a>(
         records: impl IntoIterator<Item = &'a ProgressRecord>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, ProgressError> {
         let mut bindings = Bindings::new();
         for record in records {
             for epoch in &record.epochs {
@@ -112,20 +113,24 @@ impl Bindings {
         &mut self,
         time: u64,
         uppers: impl IntoIterator<Item = (u8, i32, i64)>,
-    ) -> Result<(), String> {
+    ) -> Result<(), ProgressError> {
         if let Some(last) = self.last
             && time <= last
         {
-            return Err(format!("epoch {time} committed after epoch {last}"));
+            return Err(ProgressError::EpochOrder { time, last });
         }
         for (topic, partition, upper) in uppers {
             let list = self.partitions.entry((topic, partition)).or_default();
             if let Some((previous, _)) = list.last()
                 && upper <= *previous
             {
-                return Err(format!(
-                    "upper of topic {topic} partition {partition} went from {previous} to {upper} at epoch {time}"
-                ));
+                return Err(ProgressError::UpperOrder {
+                    topic,
+                    partition,
+                    previous: *previous,
+                    upper,
+                    time,
+                });
             }
             list.push((upper, time));
         }

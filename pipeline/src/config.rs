@@ -92,7 +92,7 @@ impl PipelineConfig {
     /// the shared variables and `PIPELINE__*` variables (later wins), then validates.
     pub fn load(file: Option<&Path>) -> Result<Self, PipelineError> {
         let config: PipelineConfig = servicekit::config::extract(&Self::figment(file))
-            .map_err(|e| PipelineError::Config(e.to_string()))?;
+            .map_err(|e| PipelineError::ConfigLoad(Box::new(e)))?;
         config.validate()?;
         Ok(config)
     }
@@ -107,42 +107,52 @@ impl PipelineConfig {
 
     /// Checks values that serde cannot.
     pub fn validate(&self) -> Result<(), PipelineError> {
-        let bad = |m: String| Err(PipelineError::Config(m));
+        let bad = |key, problem: &str| Err(PipelineError::invalid(key, problem));
         if self.clock.epoch_ms == 0 {
-            return bad("clock.epoch_ms must be at least 1".into());
+            return bad("clock.epoch_ms", "must be at least 1");
         }
-        if self.source.queue_capacity == 0 || self.source.max_records_per_activation == 0 {
-            return bad(
-                "source.queue_capacity and source.max_records_per_activation must be positive"
-                    .into(),
-            );
+        if self.source.queue_capacity == 0 {
+            return bad("source.queue_capacity", "must be positive");
         }
-        if self.sink.queue_epochs == 0 || self.sink.max_epochs_per_transaction == 0 {
-            return bad(
-                "sink.queue_epochs and sink.max_epochs_per_transaction must be positive".into(),
-            );
+        if self.source.max_records_per_activation == 0 {
+            return bad("source.max_records_per_activation", "must be positive");
+        }
+        if self.sink.queue_epochs == 0 {
+            return bad("sink.queue_epochs", "must be positive");
+        }
+        if self.sink.max_epochs_per_transaction == 0 {
+            return bad("sink.max_epochs_per_transaction", "must be positive");
         }
         if self.sink.transactional_id.trim().is_empty() {
-            return bad("sink.transactional_id must not be empty".into());
+            return bad("sink.transactional_id", "must not be empty");
         }
-        if self.timely.workers == 0 || self.timely.processes == 0 {
-            return bad("timely.workers and timely.processes must be at least 1".into());
+        if self.timely.workers == 0 {
+            return bad("timely.workers", "must be at least 1");
+        }
+        if self.timely.processes == 0 {
+            return bad("timely.processes", "must be at least 1");
         }
         if self.timely.process >= self.timely.processes {
-            return bad(format!(
-                "timely.process {} is not below timely.processes {}",
-                self.timely.process, self.timely.processes
-            ));
+            return bad(
+                "timely.process",
+                &format!(
+                    "{} is not below timely.processes {}",
+                    self.timely.process, self.timely.processes
+                ),
+            );
         }
         if self.timely.processes > 1 && self.timely.hostfile.is_none() {
-            return bad("several processes need timely.hostfile (-h)".into());
+            return bad("timely.hostfile", "several processes need one (-h)");
         }
         if self.timely.process > 0 && self.server.metrics_addr(self.timely.process).is_none() {
-            return bad(format!(
-                "server.http port {} + process {} is no port: set server.metrics",
-                self.server.http.port(),
-                self.timely.process
-            ));
+            return bad(
+                "server.metrics",
+                &format!(
+                    "must be set: server.http port {} + process {} is no port",
+                    self.server.http.port(),
+                    self.timely.process
+                ),
+            );
         }
         Ok(())
     }
@@ -400,8 +410,9 @@ impl TimelyConfig {
 
     /// The timely configuration, parsed by timely itself from [`TimelyConfig::args`].
     pub fn timely_config(&self) -> Result<timely::Config, PipelineError> {
-        timely::Config::from_args(self.args().into_iter())
-            .map_err(|e| PipelineError::Config(format!("timely arguments: {e}")))
+        timely::Config::from_args(self.args().into_iter()).map_err(|e| {
+            PipelineError::invalid("timely", format!("timely refused its arguments: {e}"))
+        })
     }
 
     /// Workers over all processes.

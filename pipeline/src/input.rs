@@ -14,9 +14,9 @@
 //! dead-lettered with eventbus's error class and still advances its partition's offset.
 //! Only an unreachable registry is not the record's fault; the caller retries it.
 
-use eventbus::ErrorClass;
 use eventbus::RegistryClient;
 use eventbus::codec::{DecodeFailure, decode};
+use eventbus::{BusError, ErrorClass};
 use schemas::{
     Event, OrderChangeKind, OrderCreated, OrderLine, OrderUpdated, PaymentCompleted, PaymentFailed,
     StockAdjusted,
@@ -34,18 +34,23 @@ pub const INPUT_TOPICS: [&str; 5] = [
     StockAdjusted::TOPIC,
 ];
 
-/// Why a record could not be ingested.
-#[derive(Debug)]
+/// Why a record could not be ingested, by eventbus's fault classification: the
+/// record's ([`Fault::Data`](eventbus::Fault::Data): dead-letter it) or the registry's
+/// (`Infrastructure`: retry, never dead-letter).
+#[derive(Debug, thiserror::Error)]
 pub enum Rejection {
-    /// The record is at fault: dead-letter it with this class and message.
+    /// The record is at fault: dead-letter it with this class.
+    #[error("{error}")]
     Data {
         /// The DLQ error class.
         class: ErrorClass,
-        /// What is wrong, for `dlq.error.message`.
-        message: String,
+        /// What is wrong (its text becomes `dlq.error.message`).
+        #[source]
+        error: BusError,
     },
     /// The registry could not be asked (unreachable, timed out): retry, never DLQ.
-    Infrastructure(String),
+    #[error("{0}")]
+    Infrastructure(#[source] BusError),
 }
 
 impl From<DecodeFailure> for Rejection {
@@ -53,9 +58,9 @@ impl From<DecodeFailure> for Rejection {
         match failure.class {
             Some(class) => Rejection::Data {
                 class,
-                message: failure.error.to_string(),
+                error: failure.error,
             },
-            None => Rejection::Infrastructure(failure.error.to_string()),
+            None => Rejection::Infrastructure(failure.error),
         }
     }
 }
@@ -93,7 +98,7 @@ pub async fn decode_input(
         other => {
             return Err(Rejection::Data {
                 class: ErrorClass::Undecodable,
-                message: format!("no input topic number {other}"),
+                error: BusError::Decode(format!("no input topic number {other}")),
             });
         }
     })

@@ -79,6 +79,6 @@ pub(crate) fn partition_count(
                 ),
             ..
         }) => Ok(None),
-        Err(other) => Err(PipelineError::Bus(other)),
+        Err(other) => Err(other.into()),
     }
 }

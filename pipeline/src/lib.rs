@@ -63,6 +63,7 @@ pub use ::proto;
 
 pub use config::PipelineConfig;
 pub use error::PipelineError;
+use error::TimelyError;
 pub use metrics::Metrics;
 pub use views::Views;
 
@@ -134,7 +135,11 @@ struct Shared {
 impl Shared {
     /// Records a failure and stops the job.
     fn fail(&self, error: PipelineError) {
-        tracing::error!("the job stops: {error}");
+        tracing::error!(
+            fault = error.fault().as_str(),
+            "the job stops: {}",
+            eventbus::error::chain(&error)
+        );
         self.health.failed.store(true, Ordering::Release);
         let mut first = self.failure.first.lock().unwrap_or_else(|e| e.into_inner());
         if first.is_none() {
@@ -193,16 +198,20 @@ pub fn run_with(
             .thread_name("api")
             .enable_all()
             .build()
-            .map_err(|e| PipelineError::Server(format!("runtime: {e}")))?;
+            .map_err(|source| PipelineError::Spawn {
+                what: "API runtime".into(),
+                source,
+            })?;
         let registry = eventbus::RegistryClient::new(&config.registry)?;
         let subject = topics.stock_updated_subject();
         let schema_id = rt
             .block_on(registry.id_for(&subject, StockUpdated::schema_text()))
             .map_err(|e| match e {
-                eventbus::BusError::NotRegistered { .. } => PipelineError::Setup(format!(
-                    "the stock.updated schema is not registered under {subject}: {e}"
-                )),
-                other => PipelineError::Bus(other),
+                eventbus::BusError::NotRegistered { .. } => PipelineError::SchemaNotRegistered {
+                    subject: subject.clone(),
+                    source: Box::new(e),
+                },
+                other => other.into(),
             })?;
         let producer = fenced_producer(&config.kafka, &config.sink)?;
         let progress = read_progress(&config.kafka, &topics.progress, shared.progress_timeout())?;
@@ -246,7 +255,10 @@ pub fn run_with(
                         sink_shared.fail(e);
                     }
                 })
-                .map_err(|e| PipelineError::Worker(format!("sink thread: {e}")))?,
+                .map_err(|source| PipelineError::Spawn {
+                    what: "sink thread".into(),
+                    source,
+                })?,
         );
         if config.server.enabled {
             let state = server::ApiState {
@@ -272,7 +284,10 @@ pub fn run_with(
                 .thread_name("metrics")
                 .enable_all()
                 .build()
-                .map_err(|e| PipelineError::Server(format!("runtime: {e}")))?,
+                .map_err(|source| PipelineError::Spawn {
+                    what: "metrics runtime".into(),
+                    source,
+                })?,
         };
         let state = server::ApiState {
             views: views.clone(),
@@ -291,13 +306,11 @@ pub fn run_with(
 
     let worker_shared = Arc::clone(&shared);
     let guards = timely::execute(timely_config, move |worker| {
-        let result = worker_main(worker, &worker_shared);
-        if let Err(e) = &result {
-            worker_shared.fail(PipelineError::Worker(e.to_string()));
+        if let Err(e) = worker_main(worker, &worker_shared) {
+            worker_shared.fail(e);
         }
-        result
     })
-    .map_err(|e| PipelineError::Config(format!("timely: {e}")));
+    .map_err(|e| PipelineError::Timely(TimelyError(e)));
     let guards = match guards {
         Ok(guards) => guards,
         Err(e) => {
@@ -307,9 +320,10 @@ pub fn run_with(
     };
     for (index, result) in guards.join().into_iter().enumerate() {
         if let Err(panic) = result {
-            shared.fail(PipelineError::Worker(format!(
-                "worker thread {index} panicked: {panic}"
-            )));
+            tracing::error!(worker = index, "worker thread panicked: {panic}");
+            shared.fail(PipelineError::Panicked {
+                thread: format!("worker {index}"),
+            });
         }
     }
     // Workers are gone; make sure everything else stops too.
@@ -324,7 +338,9 @@ pub fn run_with(
     if let Some(thread) = sink_thread
         && thread.join().is_err()
     {
-        shared.fail(PipelineError::Worker("the sink thread panicked".into()));
+        shared.fail(PipelineError::Panicked {
+            thread: "sink".into(),
+        });
     }
     if let Some(rt) = &runtime {
         for handle in [server, ops].into_iter().flatten() {
@@ -429,7 +445,10 @@ fn worker_main(worker: &mut timely::worker::Worker, shared: &Shared) -> Result<(
         queue_tx,
         worker.sync_activator_for(address.to_vec()),
     )
-    .map_err(|e| PipelineError::Worker(format!("fetch thread: {e}")))?;
+    .map_err(|source| PipelineError::Spawn {
+        what: format!("fetch thread {index}"),
+        source,
+    })?;
 
     tracing::info!(worker = index, peers, "worker running");
     while !shared.shutdown.is_triggered() {
@@ -448,9 +467,9 @@ fn worker_main(worker: &mut timely::worker::Worker, shared: &Shared) -> Result<(
     match fetcher.join() {
         Ok(Ok(())) => {}
         Ok(Err(e)) => shared.fail(e),
-        Err(_) => shared.fail(PipelineError::Worker(format!(
-            "fetch thread {index} panicked"
-        ))),
+        Err(_) => shared.fail(PipelineError::Panicked {
+            thread: format!("fetch {index}"),
+        }),
     }
     Ok(())
 }

@@ -130,13 +130,16 @@ fn main() -> ExitCode {
     }
     match pipeline::run(config, shutdown) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(1, &format!("pipeline failed: {e}")),
+        Err(e) if e.is_config() => fail(2, &e),
+        Err(e) => fail(1, &e),
     }
 }
 
-/// Logs (and prints, in case logging is not up yet) `error`, and exits with `code`.
-fn fail(code: u8, error: &dyn std::fmt::Display) -> ExitCode {
-    tracing::error!("{error}");
-    eprintln!("pipeline: {error}");
+/// Logs (and prints, in case logging is not up yet) `error` with its causes, and exits
+/// with `code`.
+fn fail(code: u8, error: &(dyn std::error::Error + 'static)) -> ExitCode {
+    let text = eventbus::error::chain(error);
+    tracing::error!("pipeline failed: {text}");
+    eprintln!("pipeline: {text}");
     ExitCode::from(code)
 }

@@ -23,7 +23,7 @@ use eventbus::kafka::{Consumer, KafkaError, Message, Offset, TopicPartitionList}
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Bindings;
-use crate::error::PipelineError;
+use crate::error::{PipelineError, ProgressError};
 use crate::kafka;
 
 /// The format version written into every record.
@@ -64,14 +64,13 @@ impl ProgressRecord {
     }
 
     /// Parses a value of the progress topic.
-    pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
-        let record: ProgressRecord =
-            serde_json::from_slice(bytes).map_err(|e| format!("not a progress record: {e}"))?;
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, ProgressError> {
+        let record: ProgressRecord = serde_json::from_slice(bytes).map_err(ProgressError::Parse)?;
         if record.format != FORMAT {
-            return Err(format!(
-                "progress format {} is not the supported {FORMAT}",
-                record.format
-            ));
+            return Err(ProgressError::Format {
+                found: record.format,
+                supported: FORMAT,
+            });
         }
         Ok(record)
     }
@@ -94,9 +93,9 @@ pub fn read_progress(
     timeout: Duration,
 ) -> Result<Progress, PipelineError> {
     let records = read_records(kafka, topic, timeout)?;
-    let bindings = Bindings::from_records(&records).map_err(|message| PipelineError::Progress {
+    let bindings = Bindings::from_records(&records).map_err(|source| PipelineError::Progress {
         topic: topic.to_owned(),
-        message,
+        source,
     })?;
     Ok(Progress {
         bindings,
@@ -125,10 +124,10 @@ pub fn read_records(
     let consumer = client::reader(kafka, &options, kafka::context(kafka, "progress-reader"))?;
     let partitions = kafka::partition_count(&consumer, topic, Duration::from_secs(10))?;
     if partitions != Some(1) {
-        return Err(PipelineError::Setup(format!(
-            "progress topic {topic} must exist with exactly one partition (found {}); create it from deploy/topics.toml",
-            partitions.unwrap_or(0)
-        )));
+        return Err(PipelineError::ProgressTopicShape {
+            topic: topic.to_owned(),
+            partitions: partitions.unwrap_or(0),
+        });
     }
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, 0, Offset::Beginning)
@@ -142,7 +141,7 @@ pub fn read_records(
         if Instant::now() > deadline {
             return Err(PipelineError::Progress {
                 topic: topic.to_owned(),
-                message: format!("not read to its end within {timeout:?}"),
+                source: ProgressError::Timeout(timeout),
             });
         }
         match consumer.poll(Duration::from_millis(200)) {
@@ -151,9 +150,9 @@ pub fn read_records(
             Some(Err(e)) => return Err(PipelineError::kafka(format!("read {topic}"), e)),
             Some(Ok(message)) => {
                 let record = ProgressRecord::from_bytes(message.payload().unwrap_or_default())
-                    .map_err(|message| PipelineError::Progress {
+                    .map_err(|source| PipelineError::Progress {
                         topic: topic.to_owned(),
-                        message,
+                        source,
                     })?;
                 records.push(record);
             }

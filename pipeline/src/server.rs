@@ -99,10 +99,18 @@ impl Listeners {
     pub async fn bind(config: &ServerConfig) -> Result<Self, PipelineError> {
         let http = TcpListener::bind(config.http)
             .await
-            .map_err(|e| PipelineError::Server(format!("bind HTTP {}: {e}", config.http)))?;
+            .map_err(|source| PipelineError::Bind {
+                what: "HTTP",
+                addr: config.http,
+                source,
+            })?;
         let grpc = TcpListener::bind(config.grpc)
             .await
-            .map_err(|e| PipelineError::Server(format!("bind gRPC {}: {e}", config.grpc)))?;
+            .map_err(|source| PipelineError::Bind {
+                what: "gRPC",
+                addr: config.grpc,
+                source,
+            })?;
         Ok(Listeners { http, grpc })
     }
 }
@@ -130,7 +138,11 @@ pub async fn start_ops(
     let security = load_security(config)?;
     let listener = TcpListener::bind(addr)
         .await
-        .map_err(|e| PipelineError::Server(format!("bind metrics {addr}: {e}")))?;
+        .map_err(|source| PipelineError::Bind {
+            what: "metrics",
+            addr,
+            source,
+        })?;
     serve_ops(listener, &security, state, shutdown).await
 }
 
@@ -139,7 +151,17 @@ fn load_security(config: &ServerConfig) -> Result<servicekit::Security, Pipeline
     config
         .security
         .load()
-        .map_err(|e| PipelineError::Config(format!("server.{e}")))
+        .map_err(|e| PipelineError::ApiSecurity(Box::new(e)))
+}
+
+fn server_error(
+    what: &'static str,
+    source: impl std::error::Error + Send + Sync + 'static,
+) -> PipelineError {
+    PipelineError::Server {
+        what,
+        source: Box::new(source),
+    }
 }
 
 /// Serves `app` on `http` until `shutdown`; `what` names the server in the error log.
@@ -171,7 +193,7 @@ pub async fn serve(
     let grpc_addr = listeners.grpc.local_addr().ok();
     let http = security
         .http_listener(listeners.http)
-        .map_err(|e| PipelineError::Server(format!("HTTP listener: {e}")))?;
+        .map_err(|e| server_error("HTTP listener", e))?;
     tracing::info!(
         http = ?http_addr,
         grpc = ?grpc_addr,
@@ -186,7 +208,7 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .with_service_name(proto::view_service_server::SERVICE_NAME)
         .build_v1()
-        .map_err(|e| PipelineError::Server(format!("gRPC reflection: {e}")))?;
+        .map_err(|e| server_error("gRPC reflection", e))?;
     let service = ViewServiceServer::new(GrpcViews {
         state,
         shutdown: shutdown.clone(),
@@ -194,7 +216,7 @@ pub async fn serve(
     let keys: &ApiKeys = &security.keys;
     let grpc_server = security
         .grpc_server()
-        .map_err(|e| PipelineError::Server(format!("gRPC TLS: {e}")))?
+        .map_err(|e| server_error("gRPC TLS", e))?
         .add_service(keys.guard(service))
         .add_service(keys.guard(reflection));
     let grpc_task = tokio::spawn(async move {
@@ -356,7 +378,7 @@ pub async fn serve_ops(
     let addr = listener.local_addr().ok();
     let http = security
         .http_listener(listener)
-        .map_err(|e| PipelineError::Server(format!("metrics listener: {e}")))?;
+        .map_err(|e| server_error("metrics listener", e))?;
     tracing::info!(metrics = ?addr, "metrics listening");
     let app = ops_router(state, shutdown.clone());
     Ok(spawn_http(http, app, shutdown, "metrics"))

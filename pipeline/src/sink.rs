@@ -486,12 +486,15 @@ impl SinkThread {
     /// Writes `group` in one transaction, redoing it after abortable failures.
     fn transact(&self, group: &[EpochOutput]) -> Result<(), PipelineError> {
         let last = group.last().map_or(0, |e| e.delta.epoch);
-        let fail = |message: String| PipelineError::Transaction {
+        let fail = |attempt: u32, source: TxnError| PipelineError::Transaction {
             epoch: last,
-            message,
+            attempt,
+            source,
         };
         const ATTEMPTS: u32 = 5;
-        for attempt in 1..=ATTEMPTS {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
             let error = match self.try_transact(group) {
                 Ok(()) => return Ok(()),
                 Err(TxnError::Abortable(e)) => e,
@@ -499,14 +502,15 @@ impl SinkThread {
                 // go on: nothing of this transaction becomes visible, and a restart's
                 // `init` cleans up.
                 Err(e @ (TxnError::Fenced(_) | TxnError::Fatal(_))) => {
-                    return Err(fail(format!("{e} (attempt {attempt})")));
+                    return Err(fail(attempt, e));
                 }
             };
             if let Err(e) = self.producer.abort() {
-                return Err(fail(format!("{error}; abort failed too: {e}")));
+                tracing::warn!(epoch = last, attempt, "sink transaction failed: {error}");
+                return Err(fail(attempt, e));
             }
             if attempt == ATTEMPTS {
-                return Err(fail(format!("{error} (attempt {attempt}, giving up)")));
+                return Err(fail(attempt, TxnError::Abortable(error)));
             }
             tracing::warn!(
                 epoch = last,
@@ -515,7 +519,6 @@ impl SinkThread {
             );
             std::thread::sleep(Duration::from_millis(100 * u64::from(attempt)));
         }
-        Err(fail("unreachable".into()))
     }
 
     fn try_transact(&self, group: &[EpochOutput]) -> Result<(), TxnError> {

@@ -226,7 +226,7 @@ fn input_reader(params: &FetchParams) -> Result<BaseConsumer, PipelineError> {
     };
     let context = kafka::context(&params.kafka, &format!("fetch-{}", params.worker))
         .with_stats_hook(kafka::input_lag_hook(params.metrics.clone()));
-    client::reader(&settings, &options, context).map_err(PipelineError::Bus)
+    client::reader(&settings, &options, context).map_err(PipelineError::from)
 }
 
 /// The fetch thread's bookkeeping.
@@ -272,7 +272,10 @@ impl Fetcher {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| PipelineError::Worker(format!("fetch runtime: {e}")))?;
+            .map_err(|source| PipelineError::Spawn {
+                what: format!("fetch runtime {}", params.worker),
+                source,
+            })?;
         // One registry client per thread: reqwest pools belong to the runtime that
         // opened them.
         let registry = RegistryClient::new(&params.registry)?;
@@ -283,10 +286,8 @@ impl Fetcher {
         for (index, topic) in params.topics.iter().enumerate() {
             let topic_index = u8::try_from(index).unwrap_or(u8::MAX);
             let count = kafka::partition_count(&consumer, topic, Duration::from_secs(30))?
-                .ok_or_else(|| {
-                    PipelineError::Setup(format!(
-                        "input topic {topic} does not exist; create the topics from deploy/topics.toml (busctl topics apply)"
-                    ))
+                .ok_or_else(|| PipelineError::MissingInput {
+                    topic: topic.clone(),
                 })?;
             for partition in 0..count {
                 if owner(topic_index, partition, params.peers) == params.worker {
@@ -321,9 +322,12 @@ impl Fetcher {
                     PipelineError::kafka(format!("watermarks of {name}/{partition}"), e)
                 })?;
             if high < upper {
-                return Err(PipelineError::Setup(format!(
-                    "input {name}/{partition} ends at offset {high}, but offset {upper} was committed: the topic was recreated or truncated, the job's state cannot be rebuilt"
-                )));
+                return Err(PipelineError::InputTruncated {
+                    topic: name.clone(),
+                    partition: *partition,
+                    end: high,
+                    committed: upper,
+                });
             }
             if low >= upper {
                 tracing::warn!(
@@ -486,10 +490,8 @@ impl Fetcher {
             let result = runtime.block_on(decode_input(registry, topic, name, message.payload()));
             match result {
                 Ok(event) => return Some(Item::Event(event)),
-                Err(Rejection::Data {
-                    class,
-                    message: why,
-                }) => {
+                Err(Rejection::Data { class, error }) => {
+                    let why = eventbus::error::chain(&error);
                     params
                         .metrics
                         .dead_lettered
@@ -506,7 +508,8 @@ impl Fetcher {
                         name, topic, message, class, why,
                     ))));
                 }
-                Err(Rejection::Infrastructure(why)) => {
+                Err(Rejection::Infrastructure(error)) => {
+                    let why = eventbus::error::chain(&error);
                     tracing::warn!(topic = %name, "registry unavailable, retrying in {delay:?}: {why}");
                     if self.stop.load(Ordering::Relaxed) {
                         return None;

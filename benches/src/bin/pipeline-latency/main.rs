@@ -2,7 +2,7 @@
 //! cluster: figures, not assertions.
 //!
 //! ```sh
-//! cargo build --release -p pipeline -p benches --bin pipeline-latency
+//! cargo build --release -p pipeline -p benches --bin pipeline --bin pipeline-latency
 //! target/release/pipeline-latency                  # defaults below
 //! target/release/pipeline-latency --rate 2000 --seconds 30 --workers 2 \
 //!     --ramp 1000,2000,4000,8000,12000 --step-seconds 12 --epoch-ms 10

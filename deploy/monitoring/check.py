@@ -102,7 +102,7 @@ def definitions():
 
 def declared_in(name: str):
     """The workspace source file that registers metric `name` (histogram suffixes
-    stripped), or None. For counters the services create on their first event (a
+    stripped), or None. For the counters the services create on their first event (a
     labelled counter has no series before: dead letters, publish failures)."""
     base = re.sub(r"_(bucket|count|sum)$", "", name)
     for path in sorted(ROOT.glob("*/src/**/*.rs")):
@@ -122,12 +122,29 @@ def missing_metrics(prom: str, exprs):
     for name, places in sorted(used.items()):
         if prom_query(prom, f'count({{__name__="{name}"}})'):
             continue
-        source = declared_in(name)
+        # Only event counters may lack series: a gauge or histogram is always set.
+        source = declared_in(name) if name.endswith("_total") else None
         if source:
             lazy[name] = source
         else:
             missing[name] = places
     return missing, lazy, used
+
+
+def file_sd_works(prom: str, targets: Path, wait: float) -> None:
+    """A target written to the file_sd folder is scraped without a reload, and dropped
+    when its file goes (VictoriaLogs' own /metrics stands in for a new process)."""
+    job = f"check-file-sd-{uuid.uuid4().hex[:8]}"
+    path = targets / f"{job}.json"
+    path.write_text(json.dumps([{"targets": [VLOGS.split("//")[1]], "labels": {"job": job}}]))
+    try:
+        deadline = time.monotonic() + wait
+        while not prom_query(prom, f'up{{job="{job}"}} == 1'):
+            if time.monotonic() > deadline:
+                raise CheckError(f"a target in {path} was not scraped within {wait:.0f} s")
+            time.sleep(1)
+    finally:
+        path.unlink()
 
 
 def cmd_metrics(args) -> int:
@@ -142,11 +159,13 @@ def cmd_metrics(args) -> int:
         if not missing or time.monotonic() > deadline:
             break
         time.sleep(5)
+    file_sd_works(args.prometheus, Path(args.targets), max(args.wait, 20.0))  # refresh is 5 s
     names = len(used) - 1
     print(f"metrics: {len(exprs)} panel and alert expressions name {names} metrics; "
           f"{names - len(missing) - len(lazy)} have series in {args.prometheus}, "
           f"{len(lazy)} are registered by a service but have no series before their first event, "
-          f"{len(missing)} are exported by nobody; the made-up {MADE_UP_METRIC} was reported (as it must)")
+          f"{len(missing)} are exported by nobody; the made-up {MADE_UP_METRIC} was reported (as it must); "
+          f"a target written to {args.targets} was scraped")
     for name, source in lazy.items():
         print(f"  no series yet: {name} (registered in {source})")
     # A panel may be empty for a good reason (no dead letters, nothing aborted); listed,
@@ -493,6 +512,8 @@ def main() -> int:
         p.add_argument("--ingress", default=INGRESS)
         p.add_argument("--url", default=DASHBOARD_PAGE)
         p.add_argument("--out", default="target/observability")
+        p.add_argument("--targets", default=str(ROOT / ".run/prometheus/targets"),
+                       help="Prometheus' file_sd folder")
         p.add_argument("--wait", type=float, default=60.0,
                        help="seconds to wait for metrics or log lines to arrive")
         p.set_defaults(func=func)

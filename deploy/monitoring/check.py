@@ -182,11 +182,11 @@ def cmd_metrics(args) -> int:
 
 
 def logsql(vlogs: str, query: str, limit: int = 1000):
-    """The log entries a LogsQL query matches (newest last)."""
+    """The log entries a LogsQL query matches, in the order the query sorts them (the
+    `_time` strings have a varying number of fractional digits: not sortable as text)."""
     url = f"{vlogs}/select/logsql/query?" + urllib.parse.urlencode({"query": query, "limit": limit})
     with urllib.request.urlopen(url, timeout=10) as response:
-        entries = [json.loads(line) for line in response.read().decode().splitlines() if line]
-    return sorted(entries, key=lambda e: e.get("_time", ""))
+        return [json.loads(line) for line in response.read().decode().splitlines() if line]
 
 
 def quoted(value: str) -> str:
@@ -223,7 +223,7 @@ def cmd_order_logs(args) -> int:
     skip = {"_time", "_msg", "_stream", "_stream_id", "service", "level", "file", "hostname", "timestamp"}
     for e in entries:
         extra = " ".join(f"{k}={v}" for k, v in sorted(e.items()) if k not in skip and v)
-        print(f"{e.get('_time', '')[:23]} {e.get('service', '?'):<9} {e.get('level', ''):<5} {e.get('_msg', '')}  {extra}")
+        print(f"{e.get('_time', '')[:23]} {e.get('service', '?'):<17} {e.get('level', ''):<5} {e.get('_msg', '')}  {extra}")
     return 0
 
 
@@ -525,6 +525,8 @@ def main() -> int:
     args = parser.parse_args()
     try:
         return args.func(args)
+    except BrokenPipeError:  # the reader (| head) has gone
+        return 0
     except (CheckError, OSError, subprocess.SubprocessError) as e:
         print(f"check.py {args.command}: {e}", file=sys.stderr)
         return 1

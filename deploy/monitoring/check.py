@@ -7,15 +7,19 @@ demo), because it asks the live tools, never a fake:
   metrics     every metric a dashboard panel or an alert rule names has series in the live
               Prometheus (a panel naming a metric nobody exports fails), and a made-up
               name is reported missing (the checker's own negative case). A labelled
-              counter a service creates on its first event (dead letters, publish
-              failures) passes without series only if the workspace registers that name
+              `_total` counter a service creates on its first event (dead letters,
+              publish failures) passes without series only if the workspace registers
+              that name. A target written to the file_sd folder must get scraped
   logs        posts an order to ingress and finds its log lines from ingress, payment and
               the pipeline in VictoriaLogs by its order id, one trace id in all three (the
-              traceparent continued across the hops); a made-up order id finds none
+              traceparent continued across the hops); a made-up order id finds none, and
+              synthetic lines of a known order written to VictoriaLogs are all found
   dashboard   headless Chromium (over WebDriver) opens the vmui page, each dashboard tab
               and every row: each panel must be drawn as a chart and each dashboard must
               show series; a screenshot per dashboard (a made-up tab must not be found)
+  all         the three above (make check-observability)
   status      up/all targets per job and the firing alerts (for `make status`)
+  order-logs  every log line of one order or trace (make logs ORDER=... / TRACE=...)
 
 Standard library only, like generate.py.
 """

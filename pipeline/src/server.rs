@@ -24,6 +24,10 @@
 //! | `GET /metrics` | Prometheus text format |
 //! | `GET /` | the live inventory page ([`page`]): the stock table and order status changes, following the stream |
 //!
+//! One module per job: `rest` (JSON routes and the operational ones), `sse` (the event
+//! stream), `grpc` (`ViewService`), [`page`] (the live page); this one binds, secures
+//! and serves them.
+//!
 //! Views endpoints answer 503 (gRPC `UNAVAILABLE`) until the views are rebuilt after a
 //! start, so that nobody mistakes a half-replayed view for the current one.
 //!
@@ -32,36 +36,32 @@
 //! `/healthz`, `/readyz` and `/metrics` (401, `WWW-Authenticate: Bearer`, problem+json)
 //! and on every gRPC call, reflection included (`UNAUTHENTICATED`).
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
-use axum::response::{IntoResponse, Response};
+use axum::Router;
+use axum::extract::State;
 use axum::routing::get;
-use axum::{Json, Router};
-use futures::{Stream, StreamExt};
-use serde::{Deserialize, Serialize};
-use serde_json::json;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::{BroadcastStream, TcpListenerStream};
-use tonic::{Request, Response as GrpcResponse, Status};
+use tokio_stream::wrappers::TcpListenerStream;
 
 use servicekit::ApiKeys;
 
 use crate::Shutdown;
 use crate::config::{ServerConfig, TopicNames};
 use crate::error::PipelineError;
-use crate::logic::{Line, OrderId, OrderStatus, OrderView, StockLevel};
 use crate::metrics::Metrics;
 use crate::proto;
-use crate::proto::view_service_server::{ViewService, ViewServiceServer};
+use crate::proto::view_service_server::ViewServiceServer;
 use crate::sink::Health;
-use crate::views::{Delta, ViewState, Views};
+use crate::views::Views;
 
+mod grpc;
 pub mod page;
+mod rest;
+mod sse;
+
+pub use rest::{LineJson, OrderJson, StockJson};
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -209,7 +209,7 @@ pub async fn serve(
         .with_service_name(proto::view_service_server::SERVICE_NAME)
         .build_v1()
         .map_err(|e| server_error("gRPC reflection", e))?;
-    let service = ViewServiceServer::new(GrpcViews {
+    let service = ViewServiceServer::new(grpc::GrpcViews {
         state,
         shutdown: shutdown.clone(),
     });
@@ -235,123 +235,15 @@ pub async fn serve(
     }))
 }
 
-// ---------------------------------------------------------------------------------------
-// JSON shapes.
-// ---------------------------------------------------------------------------------------
-
-/// One SKU in JSON.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StockJson {
-    /// The SKU.
-    pub sku: String,
-    /// Units in stock.
-    pub on_hand: i64,
-    /// Units held by open orders.
-    pub reserved: i64,
-    /// `on_hand - reserved`; negative when oversold.
-    pub available: i64,
-    /// Epoch of the SKU's last change (= `stock.updated` version); 0 if never.
-    pub version: u64,
-}
-
-impl StockJson {
-    fn new(sku: &str, level: StockLevel, version: u64) -> Self {
-        StockJson {
-            sku: sku.to_owned(),
-            on_hand: level.on_hand,
-            reserved: level.reserved,
-            available: level.available,
-            version,
-        }
-    }
-}
-
-/// One order line in JSON.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LineJson {
-    /// The SKU.
-    pub sku: String,
-    /// Units.
-    pub quantity: i64,
-    /// Price per unit, minor units.
-    pub unit_price_minor: i64,
-}
-
-/// One order in JSON.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OrderJson {
-    /// The order id (UUID text).
-    pub order_id: String,
-    /// `CREATED`, `PAID`, `PAYMENT_FAILED` or `CANCELLED`.
-    pub status: String,
-    /// Total of the current lines, minor units.
-    pub total_minor: i64,
-    /// ISO 4217 currency.
-    pub currency: String,
-    /// Current lines.
-    pub lines: Vec<LineJson>,
-}
-
-impl OrderJson {
-    fn new(order_id: OrderId, view: &OrderView) -> Self {
-        OrderJson {
-            order_id: uuid::Uuid::from_u128(order_id).to_string(),
-            status: view.status.as_str().to_owned(),
-            total_minor: view.total_minor,
-            currency: view.currency.clone(),
-            lines: view
-                .lines
-                .iter()
-                .map(|l: &Line| LineJson {
-                    sku: l.sku.clone(),
-                    quantity: l.quantity,
-                    unit_price_minor: l.unit_price_minor,
-                })
-                .collect(),
-        }
-    }
-}
-
-fn problem(status: StatusCode, title: &str, detail: String, as_of: Option<u64>) -> Response {
-    let mut body = json!({
-        "type": "about:blank",
-        "title": title,
-        "status": status.as_u16(),
-        "detail": detail,
-    });
-    if let Some(epoch) = as_of {
-        body["as_of_epoch"] = json!(epoch);
-    }
-    let mut response = (status, Json(body)).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/problem+json"),
-    );
-    response
-}
-
-fn not_ready() -> Response {
-    problem(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "Views not ready",
-        "the views are being rebuilt after a start; retry shortly".into(),
-        None,
-    )
-}
-
-// ---------------------------------------------------------------------------------------
-// REST.
-// ---------------------------------------------------------------------------------------
-
 /// The REST router (also used by tests without a socket).
 pub fn router(state: ApiState, shutdown: Shutdown) -> Router {
     Router::new()
-        .route("/v1/inventory", get(list_inventory))
-        .route("/v1/inventory/{sku}", get(get_inventory))
-        .route("/v1/orders/{id}", get(get_order))
-        .route("/v1/stream", get(stream))
-        .route("/v1/status", get(status))
-        .route("/readyz", get(readyz))
+        .route("/v1/inventory", get(rest::list_inventory))
+        .route("/v1/inventory/{sku}", get(rest::get_inventory))
+        .route("/v1/orders/{id}", get(rest::get_order))
+        .route("/v1/stream", get(sse::stream))
+        .route("/v1/status", get(rest::status))
+        .route("/readyz", get(rest::readyz))
         .with_state((state.clone(), shutdown.clone()))
         .merge(page::routes())
         .merge(ops_router(state, shutdown))
@@ -361,8 +253,8 @@ pub fn router(state: ApiState, shutdown: Shutdown) -> Router {
 /// own address ([`serve_ops`]).
 pub fn ops_router(state: ApiState, shutdown: Shutdown) -> Router {
     Router::new()
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
+        .route("/healthz", get(rest::healthz))
+        .route("/metrics", get(rest::metrics))
         .with_state((state, shutdown))
 }
 
@@ -384,431 +276,17 @@ pub async fn serve_ops(
     Ok(spawn_http(http, app, shutdown, "metrics"))
 }
 
+/// The handlers' state: the API state and the job's shutdown (streams end with it).
 type AppState = State<(ApiState, Shutdown)>;
 
-async fn list_inventory(State((state, _)): AppState) -> Response {
-    if !state.views.is_ready() {
-        return not_ready();
-    }
-    let views = state.views.read();
-    let items: Vec<StockJson> = views
-        .stock
-        .iter()
-        .map(|(sku, level)| StockJson::new(sku, *level, views.sku(sku).1))
-        .collect();
-    Json(json!({ "as_of_epoch": views.as_of, "items": items })).into_response()
-}
-
-async fn get_inventory(State((state, _)): AppState, Path(sku): Path<String>) -> Response {
-    if let Some(why) = schemas::validate_sku(&sku) {
-        return problem(StatusCode::BAD_REQUEST, "Invalid SKU", why, None);
-    }
-    if !state.views.is_ready() {
-        return not_ready();
-    }
-    let views = state.views.read();
-    let (level, version) = views.sku(&sku);
-    let mut body = serde_json::to_value(StockJson::new(&sku, level, version)).unwrap_or_default();
-    body["as_of_epoch"] = json!(views.as_of);
-    Json(body).into_response()
-}
-
-async fn get_order(State((state, _)): AppState, Path(id): Path<String>) -> Response {
-    let Ok(order_id) = uuid::Uuid::try_parse(&id) else {
-        return problem(
-            StatusCode::BAD_REQUEST,
-            "Invalid order id",
-            format!("{id:?} is not a UUID"),
-            None,
-        );
-    };
-    if !state.views.is_ready() {
-        return not_ready();
-    }
-    let views = state.views.read();
-    match views.orders.get(&order_id.as_u128()) {
-        Some(view) => {
-            let mut body =
-                serde_json::to_value(OrderJson::new(order_id.as_u128(), view)).unwrap_or_default();
-            body["as_of_epoch"] = json!(views.as_of);
-            Json(body).into_response()
-        }
-        None => problem(
-            StatusCode::NOT_FOUND,
-            "Order not found",
-            format!("the view has no order {order_id} as of this epoch"),
-            views.as_of,
-        ),
-    }
-}
-
-#[derive(Deserialize)]
-struct StreamQuery {
-    #[serde(default)]
-    snapshot: bool,
-}
-
-fn sse_events(delta: &Delta) -> Vec<SseEvent> {
-    let mut events = Vec::with_capacity(delta.stock.len() + delta.orders.len());
-    for change in &delta.stock {
-        let mut data =
-            serde_json::to_value(StockJson::new(&change.sku, change.level, change.version))
-                .unwrap_or_default();
-        data["epoch"] = json!(delta.epoch);
-        events.push(SseEvent::default().event("stock").data(data.to_string()));
-    }
-    for change in &delta.orders {
-        let data = match &change.view {
-            Some(view) => {
-                let mut data =
-                    serde_json::to_value(OrderJson::new(change.order_id, view)).unwrap_or_default();
-                data["epoch"] = json!(delta.epoch);
-                data
-            }
-            None => json!({
-                "order_id": uuid::Uuid::from_u128(change.order_id).to_string(),
-                "removed": true,
-                "epoch": delta.epoch,
-            }),
-        };
-        events.push(SseEvent::default().event("order").data(data.to_string()));
-    }
-    events
-}
-
-fn snapshot_delta(views: &ViewState) -> Delta {
-    Delta {
-        epoch: views.as_of.unwrap_or(0),
-        stock: views
-            .stock
-            .iter()
-            .map(|(sku, level)| crate::views::StockChange {
-                sku: sku.clone(),
-                level: *level,
-                version: views.sku(sku).1,
-            })
-            .collect(),
-        orders: views
-            .orders
-            .iter()
-            .map(|(id, view)| crate::views::OrderChange {
-                order_id: *id,
-                view: Some(view.clone()),
-            })
-            .collect(),
-    }
-}
-
-async fn stream(
-    State((state, shutdown)): AppState,
-    Query(query): Query<StreamQuery>,
-) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
-    // Subscribe before reading the snapshot, so that no change falls in between (a
-    // change may then be sent twice, which is harmless for absolute values).
-    let receiver = state.views.subscribe();
-    let snapshot = if query.snapshot {
-        sse_events(&snapshot_delta(&state.views.read()))
-    } else {
-        Vec::new()
-    };
-    let changes = BroadcastStream::new(receiver).flat_map(|item| {
-        let events = match item {
-            Ok(delta) => sse_events(&delta),
-            Err(lagged) => vec![
-                SseEvent::default()
-                    .event("lagged")
-                    .data(json!({ "detail": lagged.to_string() }).to_string()),
-            ],
-        };
-        futures::stream::iter(events)
-    });
-    let events = futures::stream::iter(snapshot)
-        .chain(changes)
-        .map(Ok)
-        .take_until(async move { shutdown.wait().await });
-    Sse::new(events).keep_alive(KeepAlive::default())
-}
-
-async fn status(State((state, _)): AppState) -> Response {
-    let views = state.views.read();
-    let offsets: Vec<serde_json::Value> = views
-        .offsets
-        .iter()
-        .map(|((topic, partition), next)| {
-            json!({
-                "topic": state.topics.inputs.get(usize::from(*topic)).cloned().unwrap_or_default(),
-                "partition": partition,
-                "next_offset": next,
-            })
-        })
-        .collect();
-    Json(json!({
-        "ready": state.ready(),
-        "rebuilt": state.views.is_ready(),
-        "as_of_epoch": views.as_of,
-        "frontier_delay_seconds": state.metrics.frontier_delay(),
-        "offsets": offsets,
-    }))
-    .into_response()
-}
-
-async fn healthz(State((state, _)): AppState) -> Response {
-    if state.health.failed.load(Ordering::Acquire) {
-        problem(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Failed",
-            "the job failed and is stopping".into(),
-            None,
-        )
-    } else {
-        (StatusCode::OK, "ok").into_response()
-    }
-}
-
-async fn readyz(State((state, _)): AppState) -> Response {
-    if state.ready() {
-        (StatusCode::OK, "ready").into_response()
-    } else {
-        problem(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Not ready",
-            "rebuilding the views, or the sink has not committed yet".into(),
-            None,
-        )
-    }
-}
-
-async fn metrics(State((state, _)): AppState) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; version=0.0.4"),
-        )],
-        state.metrics.render(),
-    )
-        .into_response()
-}
-
-// ---------------------------------------------------------------------------------------
-// gRPC.
-// ---------------------------------------------------------------------------------------
-
-struct GrpcViews {
-    state: ApiState,
-    shutdown: Shutdown,
-}
-
-fn freshness(as_of: Option<u64>) -> Option<proto::Freshness> {
-    let epoch = as_of.unwrap_or(0);
-    Some(proto::Freshness {
-        epoch,
-        as_of_ms: i64::try_from(epoch).unwrap_or(i64::MAX),
-    })
-}
-
-fn proto_level(sku: &str, level: StockLevel, version: u64) -> proto::StockLevel {
-    proto::StockLevel {
-        sku: sku.to_owned(),
-        on_hand: level.on_hand,
-        reserved: level.reserved,
-        available: level.available,
-        version: i64::try_from(version).unwrap_or(i64::MAX),
-    }
-}
-
-fn proto_order(order_id: OrderId, view: &OrderView) -> proto::OrderView {
-    let status = match view.status {
-        OrderStatus::Created => proto::OrderStatus::Created,
-        OrderStatus::Paid => proto::OrderStatus::Paid,
-        OrderStatus::PaymentFailed => proto::OrderStatus::PaymentFailed,
-        OrderStatus::Cancelled => proto::OrderStatus::Cancelled,
-    };
-    proto::OrderView {
-        order_id: uuid::Uuid::from_u128(order_id).to_string(),
-        status: status as i32,
-        total_minor: view.total_minor,
-        currency: view.currency.clone(),
-    }
-}
-
-fn proto_changes(delta: &Delta, stock: bool, orders: bool) -> Vec<proto::ViewChange> {
-    let fresh = freshness(Some(delta.epoch));
-    let mut out = Vec::new();
-    if stock {
-        out.extend(delta.stock.iter().map(|c| proto::ViewChange {
-            change: Some(proto::view_change::Change::Stock(proto_level(
-                &c.sku, c.level, c.version,
-            ))),
-            freshness: fresh,
-        }));
-    }
-    if orders {
-        out.extend(delta.orders.iter().filter_map(|c| {
-            c.view.as_ref().map(|view| proto::ViewChange {
-                change: Some(proto::view_change::Change::Order(proto_order(
-                    c.order_id, view,
-                ))),
-                freshness: fresh,
-            })
-        }));
-    }
-    out
-}
-
-type ChangeStream =
-    std::pin::Pin<Box<dyn Stream<Item = Result<proto::ViewChange, Status>> + Send + 'static>>;
-
-const DEFAULT_PAGE: usize = 100;
-const MAX_PAGE: usize = 1_000;
-
-#[tonic::async_trait]
-impl ViewService for GrpcViews {
-    async fn get_inventory(
-        &self,
-        request: Request<proto::GetInventoryRequest>,
-    ) -> Result<GrpcResponse<proto::GetInventoryResponse>, Status> {
-        let sku = request.into_inner().sku;
-        if let Some(why) = schemas::validate_sku(&sku) {
-            return Err(Status::invalid_argument(format!("sku: {why}")));
-        }
-        if !self.state.views.is_ready() {
-            return Err(Status::unavailable("the views are being rebuilt"));
-        }
-        let views = self.state.views.read();
-        let (level, version) = views.sku(&sku);
-        Ok(GrpcResponse::new(proto::GetInventoryResponse {
-            level: Some(proto_level(&sku, level, version)),
-            freshness: freshness(views.as_of),
-        }))
-    }
-
-    async fn list_inventory(
-        &self,
-        request: Request<proto::ListInventoryRequest>,
-    ) -> Result<GrpcResponse<proto::ListInventoryResponse>, Status> {
-        let request = request.into_inner();
-        let size = match usize::try_from(request.page_size).unwrap_or(MAX_PAGE) {
-            0 => DEFAULT_PAGE,
-            n => n.min(MAX_PAGE),
-        };
-        let after = if request.page_token.is_empty() {
-            None
-        } else {
-            let bytes = hex::decode(&request.page_token)
-                .map_err(|_| Status::invalid_argument("page_token: not a token of this API"))?;
-            Some(
-                String::from_utf8(bytes)
-                    .map_err(|_| Status::invalid_argument("page_token: not a token of this API"))?,
-            )
-        };
-        if !self.state.views.is_ready() {
-            return Err(Status::unavailable("the views are being rebuilt"));
-        }
-        let views = self.state.views.read();
-        let range = match &after {
-            Some(after) => views.stock.range::<str, _>((
-                std::ops::Bound::Excluded(after.as_str()),
-                std::ops::Bound::Unbounded,
-            )),
-            None => views.stock.range::<str, _>(..),
-        };
-        let mut levels: Vec<proto::StockLevel> = range
-            .take(size + 1)
-            .map(|(sku, level)| proto_level(sku, *level, views.sku(sku).1))
-            .collect();
-        let next_page_token = if levels.len() > size {
-            levels.truncate(size);
-            levels
-                .last()
-                .map(|l| hex::encode(&l.sku))
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
-        Ok(GrpcResponse::new(proto::ListInventoryResponse {
-            levels,
-            next_page_token,
-            freshness: freshness(views.as_of),
-        }))
-    }
-
-    async fn get_order(
-        &self,
-        request: Request<proto::GetOrderViewRequest>,
-    ) -> Result<GrpcResponse<proto::GetOrderViewResponse>, Status> {
-        let id = request.into_inner().order_id;
-        let order_id = uuid::Uuid::try_parse(&id)
-            .map_err(|_| Status::invalid_argument(format!("order_id: {id:?} is not a UUID")))?
-            .as_u128();
-        if !self.state.views.is_ready() {
-            return Err(Status::unavailable("the views are being rebuilt"));
-        }
-        let views = self.state.views.read();
-        Ok(GrpcResponse::new(proto::GetOrderViewResponse {
-            order: views
-                .orders
-                .get(&order_id)
-                .map(|v| proto_order(order_id, v)),
-            freshness: freshness(views.as_of),
-        }))
-    }
-
-    type WatchChangesStream = ChangeStream;
-
-    async fn watch_changes(
-        &self,
-        request: Request<proto::WatchChangesRequest>,
-    ) -> Result<GrpcResponse<Self::WatchChangesStream>, Status> {
-        let request = request.into_inner();
-        let kinds: Vec<proto::ViewKind> = request
-            .kinds
-            .iter()
-            .map(|k| proto::ViewKind::try_from(*k).unwrap_or(proto::ViewKind::Unspecified))
-            .collect();
-        if kinds.contains(&proto::ViewKind::Unspecified) {
-            return Err(Status::invalid_argument(
-                "kinds: unknown or unspecified view kind",
-            ));
-        }
-        let all = kinds.is_empty();
-        let stock = all || kinds.contains(&proto::ViewKind::Stock);
-        let orders = all || kinds.contains(&proto::ViewKind::Orders);
-        let receiver = self.state.views.subscribe();
-        let snapshot = if request.snapshot {
-            proto_changes(&snapshot_delta(&self.state.views.read()), stock, orders)
-        } else {
-            Vec::new()
-        };
-        let changes = BroadcastStream::new(receiver).flat_map(move |item| {
-            let items: Vec<Result<proto::ViewChange, Status>> = match item {
-                Ok(delta) => proto_changes(&delta, stock, orders)
-                    .into_iter()
-                    .map(Ok)
-                    .collect(),
-                Err(lagged) => vec![Err(Status::data_loss(format!(
-                    "the watcher fell behind ({lagged}); watch again with snapshot = true"
-                )))],
-            };
-            futures::stream::iter(items)
-        });
-        let shutdown = self.shutdown.clone();
-        let stream = futures::stream::iter(snapshot.into_iter().map(Ok))
-            .chain(changes)
-            .take_until(async move { shutdown.wait().await });
-        Ok(GrpcResponse::new(Box::pin(stream)))
-    }
-}
-
+/// What the tests of the server modules share: an API state and a filled view.
 #[cfg(test)]
-mod tests {
+mod testing {
     use super::*;
-    use crate::logic::OrderStatus;
-    use crate::views::{OrderChange, StockChange};
-    use axum::body::Body;
-    use http_body_util::BodyExt;
-    use tower::ServiceExt;
+    use crate::logic::{Line, OrderStatus, OrderView, StockLevel};
+    use crate::views::{Delta, OrderChange, StockChange};
 
-    fn state() -> ApiState {
+    pub(super) fn state() -> ApiState {
         ApiState {
             views: Views::new(),
             metrics: Metrics::new(),
@@ -817,23 +295,7 @@ mod tests {
         }
     }
 
-    async fn get(state: &ApiState, uri: &str) -> (StatusCode, String, serde_json::Value) {
-        let response = router(state.clone(), Shutdown::new())
-            .oneshot(axum::http::Request::get(uri).body(Body::empty()).unwrap())
-            .await
-            .unwrap();
-        let status = response.status();
-        let content_type = response
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .map(|v| v.to_str().unwrap().to_owned())
-            .unwrap_or_default();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
-        (status, content_type, json)
-    }
-
-    fn fill(views: &Views) {
+    pub(super) fn fill(views: &Views) {
         views.apply(
             Delta {
                 epoch: 1_000,
@@ -875,145 +337,13 @@ mod tests {
         );
         views.set_ready(None);
     }
+}
 
-    #[tokio::test]
-    async fn rest_answers_with_epochs_problems_and_zeros() {
-        let state = state();
-        let (status, content_type, _) = get(&state, "/v1/inventory/A").await;
-        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "not rebuilt yet");
-        assert_eq!(content_type, "application/problem+json");
-        assert_eq!(
-            get(&state, "/readyz").await.0,
-            StatusCode::SERVICE_UNAVAILABLE
-        );
-        fill(&state.views);
-
-        let (status, _, body) = get(&state, "/v1/inventory/A").await;
-        assert_eq!(status, StatusCode::OK);
-        assert_eq!(body["available"], -2, "oversold is shown");
-        assert_eq!(
-            (body["version"].as_u64(), body["as_of_epoch"].as_u64()),
-            (Some(1_000), Some(1_000))
-        );
-        let (status, _, body) = get(&state, "/v1/inventory/NEVER-SEEN").await;
-        assert_eq!(status, StatusCode::OK);
-        assert_eq!(
-            (body["on_hand"].as_i64(), body["version"].as_u64()),
-            (Some(0), Some(0))
-        );
-        let (status, content_type, body) = get(&state, "/v1/inventory/bad%20sku").await;
-        assert_eq!(
-            (status, content_type.as_str()),
-            (StatusCode::BAD_REQUEST, "application/problem+json")
-        );
-        assert_eq!(body["status"], 400);
-
-        let (status, _, body) = get(&state, "/v1/inventory").await;
-        assert_eq!(status, StatusCode::OK);
-        assert_eq!(body["items"].as_array().map(Vec::len), Some(2));
-        assert_eq!(body["as_of_epoch"], 1_000);
-
-        let id = uuid::Uuid::from_u128(42);
-        let (status, _, body) = get(&state, &format!("/v1/orders/{id}")).await;
-        assert_eq!(status, StatusCode::OK);
-        assert_eq!(
-            (body["status"].as_str(), body["total_minor"].as_i64()),
-            (Some("PAID"), Some(1_999))
-        );
-        let (status, content_type, body) =
-            get(&state, &format!("/v1/orders/{}", uuid::Uuid::from_u128(7))).await;
-        assert_eq!(
-            (status, content_type.as_str()),
-            (StatusCode::NOT_FOUND, "application/problem+json")
-        );
-        assert_eq!(
-            body["as_of_epoch"], 1_000,
-            "a 404 says which epoch it looked at"
-        );
-        assert_eq!(
-            get(&state, "/v1/orders/not-a-uuid").await.0,
-            StatusCode::BAD_REQUEST
-        );
-
-        assert_eq!(get(&state, "/healthz").await.0, StatusCode::OK);
-        assert_eq!(
-            get(&state, "/readyz").await.0,
-            StatusCode::OK,
-            "rebuilt, nothing pending"
-        );
-        let (_, _, status) = get(&state, "/v1/status").await;
-        assert_eq!(status["offsets"][0]["next_offset"], 10);
-        state.health.failed.store(true, Ordering::Release);
-        assert_eq!(
-            get(&state, "/healthz").await.0,
-            StatusCode::SERVICE_UNAVAILABLE
-        );
-    }
-
-    #[tokio::test]
-    async fn grpc_pages_validates_and_reports_freshness() {
-        let state = state();
-        let grpc = GrpcViews {
-            state: state.clone(),
-            shutdown: Shutdown::new(),
-        };
-        let unavailable = grpc
-            .get_inventory(Request::new(proto::GetInventoryRequest { sku: "A".into() }))
-            .await
-            .unwrap_err();
-        assert_eq!(unavailable.code(), tonic::Code::Unavailable);
-        fill(&state.views);
-        let invalid = grpc
-            .get_inventory(Request::new(proto::GetInventoryRequest {
-                sku: "a b".into(),
-            }))
-            .await
-            .unwrap_err();
-        assert_eq!(invalid.code(), tonic::Code::InvalidArgument);
-
-        let first = grpc
-            .list_inventory(Request::new(proto::ListInventoryRequest {
-                page_size: 1,
-                page_token: String::new(),
-            }))
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(first.levels.len(), 1);
-        assert_eq!(first.levels[0].sku, "A");
-        assert_eq!(first.freshness.map(|f| f.epoch), Some(1_000));
-        let second = grpc
-            .list_inventory(Request::new(proto::ListInventoryRequest {
-                page_size: 1,
-                page_token: first.next_page_token,
-            }))
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(second.levels[0].sku, "B");
-        assert!(second.next_page_token.is_empty());
-
-        let order = grpc
-            .get_order(Request::new(proto::GetOrderViewRequest {
-                order_id: uuid::Uuid::from_u128(42).to_string(),
-            }))
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(
-            order.order.map(|o| o.status),
-            Some(proto::OrderStatus::Paid as i32)
-        );
-        let missing = grpc
-            .get_order(Request::new(proto::GetOrderViewRequest {
-                order_id: uuid::Uuid::from_u128(7).to_string(),
-            }))
-            .await
-            .unwrap()
-            .into_inner();
-        assert!(missing.order.is_none());
-        assert_eq!(missing.freshness.map(|f| f.as_of_ms), Some(1_000));
-    }
+#[cfg(test)]
+mod tests {
+    use super::testing::{fill, state};
+    use super::*;
+    use tonic::Request;
 
     /// The real servers on 127.0.0.1:0 with TLS (a certificate made now) and one key:
     /// REST, SSE and gRPC need the key, the probes do not, and a client that does not

@@ -52,7 +52,7 @@
 //! retries), `acks=all`, and `transaction.timeout.ms` from the config (a crashed job's
 //! open transaction blocks `read_committed` readers at most that long, unless a restart
 //! aborts it sooner; `delivery.timeout.ms` equals it). The job's own choices, passed as
-//! tuning in [`fenced_producer`]: `compression.type=lz4`, `partitioner=murmur2_random`
+//! tuning in `fenced_producer`: `compression.type=lz4`, `partitioner=murmur2_random`
 //! (keys land on the partitions a Java client would pick) and `linger.ms=5`: the commit
 //! waits for whatever is queued at once, so linger only matters while the records of a
 //! transaction are being produced; a few milliseconds let them batch into few requests

@@ -4,7 +4,7 @@
 //! # Two halves
 //!
 //! A **fetch thread** per worker owns an input reader (eventbus's
-//! [`client::reader`](eventbus::client::reader)). It `assign()`s the worker's
+//! [`client::reader`]). It `assign()`s the worker's
 //! partitions (no consumer-group rebalancing: partition `(t, p)` belongs to worker
 //! `(p + t) % peers` over all workers of all processes, see [`crate::clock::owner`]),
 //! reads `read_committed` from the beginning, decodes through the registry, and hands

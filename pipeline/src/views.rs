@@ -93,6 +93,31 @@ impl ViewState {
         )
     }
 
+    /// The whole state as one change batch at `as_of` (0 before any epoch): what a
+    /// stream sends first when its reader asks for a snapshot.
+    pub fn snapshot(&self) -> Delta {
+        Delta {
+            epoch: self.as_of.unwrap_or(0),
+            stock: self
+                .stock
+                .iter()
+                .map(|(sku, level)| StockChange {
+                    sku: sku.clone(),
+                    level: *level,
+                    version: self.sku(sku).1,
+                })
+                .collect(),
+            orders: self
+                .orders
+                .iter()
+                .map(|(id, view)| OrderChange {
+                    order_id: *id,
+                    view: Some(view.clone()),
+                })
+                .collect(),
+        }
+    }
+
     fn apply(&mut self, delta: &Delta) {
         for change in &delta.stock {
             let level = change.level;

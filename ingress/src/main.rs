@@ -41,14 +41,24 @@ async fn main() -> ExitCode {
     };
     match ingress::run(config, listeners, servicekit::shutdown::signal()).await {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error) => fail(1, &error),
+        Err(error) => {
+            let text = eventbus::chain(&error);
+            tracing::error!(
+                fault = error.fault().as_str(),
+                retriable = error.is_retriable(),
+                "ingress stopped: {text}"
+            );
+            eprintln!("ingress: {text}");
+            ExitCode::from(1)
+        }
     }
 }
 
-/// Logs (and prints, in case logging is not up yet) `error`; exit 2 is a configuration
-/// problem, 1 a failure while starting or running.
-fn fail(code: u8, error: &dyn std::error::Error) -> ExitCode {
-    tracing::error!("{error}");
-    eprintln!("ingress: {error}");
+/// Logs (and prints, in case logging is not up yet) `error` with its causes; exit 2 is
+/// a configuration problem, 1 a failure while starting or running.
+fn fail(code: u8, error: &(dyn std::error::Error + 'static)) -> ExitCode {
+    let text = eventbus::chain(error);
+    tracing::error!("{text}");
+    eprintln!("ingress: {text}");
     ExitCode::from(code)
 }

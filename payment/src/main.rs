@@ -26,10 +26,10 @@ async fn main() -> ExitCode {
     let args = Args::parse();
     let config = match payment::Config::load(args.config.as_deref()) {
         Ok(config) => config,
-        Err(error) => return fail(2, &error),
+        Err(error) => return fail(2, &eventbus::chain(&error)),
     };
     if let Err(error) = servicekit::telemetry::init(&config.telemetry, SERVICE_NAME) {
-        return fail(2, &error);
+        return fail(2, &eventbus::chain(&error));
     }
     let listener = match tokio::net::TcpListener::bind(config.http.listen).await {
         Ok(listener) => listener,
@@ -43,7 +43,16 @@ async fn main() -> ExitCode {
     );
     match payment::run(config, listener, servicekit::shutdown::signal()).await {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error) => fail(1, &format!("payment service stopped: {error}")),
+        Err(error) => {
+            let text = eventbus::chain(&error);
+            tracing::error!(
+                fault = error.fault().as_str(),
+                retriable = error.is_retriable(),
+                "payment service stopped: {text}"
+            );
+            eprintln!("payment: {text}");
+            ExitCode::from(1)
+        }
     }
 }
 

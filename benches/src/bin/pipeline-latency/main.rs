@@ -49,7 +49,6 @@ use benches::topics;
 use clap::Parser;
 use eventbus::{RegistryClient, RegistryConfig};
 use pipeline::config::{TopicConfig, TopicNames};
-use schemas::{Event, OrderCreated, OrderUpdated, PaymentCompleted, PaymentFailed, StockAdjusted};
 
 use crate::load::{INPUTS, LoadGen, STOCK_ADJUSTED, producer, run_load};
 use crate::probes::{Probes, send_probes, summary, watch};
@@ -171,16 +170,11 @@ async fn bench(stack: &Stack, args: &Args) -> anyhow::Result<()> {
     }
     .names();
     let registry = RegistryClient::new(&RegistryConfig::from_env())?;
-    let texts = [
-        OrderCreated::schema_text(),
-        OrderUpdated::schema_text(),
-        PaymentCompleted::schema_text(),
-        PaymentFailed::schema_text(),
-        StockAdjusted::schema_text(),
-    ];
     let mut ids = [0u32; INPUTS];
-    for (i, topic) in names.inputs.iter().enumerate() {
-        ids[i] = registry.id_for(&format!("{topic}-value"), texts[i]).await?;
+    // The inputs come first, in the job's order, each with its value schema.
+    for (id, (topic, text)) in ids.iter_mut().zip(names.with_subjects()) {
+        let text = text.with_context(|| format!("{topic} has no schema"))?;
+        *id = registry.id_for(&format!("{topic}-value"), text).await?;
     }
     let probe_producer = producer(&stack.kafka, "probes")?;
     let group = |what: &str| format!("{}bench-{what}", stack.prefix);

@@ -1,11 +1,15 @@
 //! Against the real cluster: payment continues the W3C trace of each order. The
 //! outcome record of an order carries a `traceparent` with the order record's trace id
-//! and a span id of its own (a child span); an order without a trace gets a new one.
+//! and a span id of its own (a child span), and the service's JSON log has one
+//! `payment settled` line per order with that trace id, the order id and the input's
+//! topic, partition and offset as top-level fields (servicekit's JSON format, as
+//! `PAYMENT__TELEMETRY__FORMAT=json` writes it).
 
 mod common;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::Service;
@@ -13,10 +17,61 @@ use eventbus::PublishOptions;
 use eventbus::headers::TraceParent;
 use eventbus::kafka::Message;
 use payment::SimulatedGateway;
+use serde_json::Value;
+use servicekit::telemetry::JsonLines;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::fmt::format::JsonFields;
 use uuid::Uuid;
 
+/// The log lines the service writes, in memory.
+#[derive(Clone, Default)]
+struct Lines(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Lines {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Lines {
+    type Writer = Lines;
+    fn make_writer(&'a self) -> Lines {
+        self.clone()
+    }
+}
+
+impl Lines {
+    /// Installs the service's JSON format, at INFO for payment, as the process's
+    /// logger (this file's only test, so nothing else installs one first).
+    fn install() -> Lines {
+        let lines = Lines::default();
+        tracing_subscriber::fmt()
+            .with_env_filter("warn,payment=info")
+            .with_writer(lines.clone())
+            .fmt_fields(JsonFields::new())
+            .event_format(JsonLines::new(payment::config::SERVICE_NAME))
+            .try_init()
+            .expect("the first logger of this test binary");
+        lines
+    }
+
+    /// The `payment settled` lines.
+    fn settled(&self) -> Vec<Value> {
+        let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|l| l["message"] == "payment settled")
+            .collect()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn outcomes_continue_the_trace_of_their_order() {
+async fn outcomes_and_log_lines_continue_the_trace_of_their_order() {
+    let lines = Lines::install();
     let env = common::setup(3).await;
     let orders = common::orders(12, 7);
     // Each order under a trace of its own, as ingress writes them.
@@ -64,5 +119,34 @@ async fn outcomes_continue_the_trace_of_their_order() {
         }
     }
     assert_eq!(seen, orders.len(), "one outcome per order");
+
+    // One log line per settled payment, correlated by order id and trace id.
+    let settled = lines.settled();
+    assert_eq!(settled.len(), orders.len(), "{settled:?}");
+    for line in &settled {
+        let order_id: Uuid = line["order_id"].as_str().unwrap().parse().unwrap();
+        assert_eq!(line["service"], "payment-service");
+        assert_eq!(line["level"], "INFO");
+        assert_eq!(
+            line["trace_id"].as_str(),
+            Some(parents[&order_id].trace_id_hex().as_str()),
+            "{line}"
+        );
+        assert_eq!(
+            line["parent_span_id"].as_str(),
+            Some(parents[&order_id].span_id_hex().as_str()),
+            "{line}"
+        );
+        assert_eq!(
+            line["topic"].as_str(),
+            Some(env.topics.order_created.as_str())
+        );
+        assert!(line["partition"].as_i64().is_some(), "{line}");
+        assert!(line["offset"].as_i64().is_some(), "{line}");
+        assert!(
+            matches!(line["outcome"].as_str(), Some("completed" | "failed")),
+            "{line}"
+        );
+    }
     env.cluster.cleanup().await;
 }

@@ -6,6 +6,10 @@
 //! - `pipeline-bench` (`make bench`): `POST /v1/orders` → `stock.updated` readable, at
 //!   fixed open-loop loads, against `ProducerPerformance` and `EndToEndLatency`.
 //! - `loadgen`: open-loop orders at a target rate against running services.
+//! - `pipeline-latency`: the pipeline alone, its input fed directly: probe latency beside
+//!   Kafka's floor, idle CPU, the highest input rate without growing lag.
+//! - `ingress-bench`: `POST /v1/orders` under wrk beside a bare produce and eventbus's
+//!   publish.
 
 pub mod client;
 pub mod cluster;

@@ -84,7 +84,7 @@ pub enum PipelineError {
     },
 
     /// The schema the sink writes is not registered.
-    #[error("the stock.updated schema is not registered under {subject}: {source}")]
+    #[error("the sink cannot write stock.updated: {source}")]
     SchemaNotRegistered {
         /// The registry subject.
         subject: String,

@@ -193,9 +193,15 @@ async fn page_equals_rest(http: std::net::SocketAddr) -> Result<(), BoxError> {
     let (page, ok) = tokio::task::spawn_blocking(move || {
         let mut browser = browser::Browser::launch(&chromium, 1200, 800)?;
         browser.navigate(&format!("http://{http}/"))?;
-        browser.wait_for(Duration::from_secs(30), browser::read_page, |p| {
+        let seen = browser.wait_for(Duration::from_secs(30), browser::read_page, |p| {
             browser::page_matches(p, &expected)
-        })
+        })?;
+        // PIPELINE_PAGE_SCREENSHOT=/tmp/page.png: the page as the real job filled it.
+        if let Some(path) = std::env::var_os("PIPELINE_PAGE_SCREENSHOT") {
+            browser.screenshot(std::path::Path::new(&path))?;
+            eprintln!("screenshot of the page: {}", path.to_string_lossy());
+        }
+        Ok::<_, BoxError>(seen)
     })
     .await??;
     assert!(

@@ -46,6 +46,7 @@ function applySnapshot(body) {
   }
   body.items.forEach(applyLevel);
   advance(body.as_of_epoch);
+  changed = new Set(); // flash what the stream changes, not what the snapshot loaded
   render();
 }
 

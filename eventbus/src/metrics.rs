@@ -26,8 +26,6 @@
 
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
-use crate::error::BusError;
-
 /// The layer's metrics. Cheap to clone (every field is an `Arc` inside).
 #[derive(Clone, Debug)]
 pub struct BusMetrics {
@@ -56,14 +54,13 @@ impl BusMetrics {
     /// Creates the metrics and registers them on `registry`.
     ///
     /// Fails if they are registered there already: create one `BusMetrics` per registry
-    /// and clone it.
-    pub fn register(registry: &Registry) -> Result<Self, BusError> {
+    /// and clone it. (Prometheus's own error: what a service registering its metrics
+    /// handles anyway; [`BusError`](crate::BusError) takes it with `?`.)
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
         let counter =
-            |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, BusError> {
-                let c = IntCounterVec::new(Opts::new(name, help), labels).map_err(metrics_error)?;
-                registry
-                    .register(Box::new(c.clone()))
-                    .map_err(metrics_error)?;
+            |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
+                let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+                registry.register(Box::new(c.clone()))?;
                 Ok(c)
             };
         let produced = counter(
@@ -106,11 +103,8 @@ impl BusMetrics {
                 10.0,
             ]),
             &["topic"],
-        )
-        .map_err(metrics_error)?;
-        registry
-            .register(Box::new(handler_duration.clone()))
-            .map_err(metrics_error)?;
+        )?;
+        registry.register(Box::new(handler_duration.clone()))?;
         let rebalances = counter(
             "eventbus_rebalances_total",
             "Assignment changes of a group consumer (assigned, revoked, error).",
@@ -122,11 +116,8 @@ impl BusMetrics {
                 "High watermark minus the consumer group's committed offset, per partition.",
             ),
             &["consumergroup", "topic", "partition"],
-        )
-        .map_err(metrics_error)?;
-        registry
-            .register(Box::new(consumer_lag.clone()))
-            .map_err(metrics_error)?;
+        )?;
+        registry.register(Box::new(consumer_lag.clone()))?;
         Ok(BusMetrics {
             registry: registry.clone(),
             produced,
@@ -168,10 +159,6 @@ impl Default for BusMetrics {
     fn default() -> Self {
         BusMetrics::register(&Registry::new()).expect("fresh registry has no collisions")
     }
-}
-
-fn metrics_error(e: prometheus::Error) -> BusError {
-    BusError::Metrics(e)
 }
 
 #[cfg(test)]

@@ -19,10 +19,12 @@
 //! [`Command`] as a subcommand.
 
 use std::io::Write;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::Message;
 use rdkafka::message::OwnedMessage;
+use schemas::SchemaError;
 
 use crate::acl::UnknownSpelling;
 use crate::codec::unframe;
@@ -180,7 +182,7 @@ pub struct Inspection {
     /// The value as JSON, decoded with its writer schema.
     pub json: Option<serde_json::Value>,
     /// Why it could not be decoded.
-    pub decode_error: Option<String>,
+    pub decode_error: Option<Arc<BusError>>,
 }
 
 /// Reads one DLQ record and decodes its value through the registry.
@@ -211,28 +213,30 @@ pub async fn inspect(
         }
         Err((id, e)) => {
             inspection.schema_id = id;
-            inspection.decode_error = Some(e);
+            inspection.decode_error = Some(Arc::new(e));
         }
     }
     Ok(inspection)
 }
 
+/// The value as JSON, or why not, with the writer schema id when the framing had one.
 async fn decode_json(
     registry: &RegistryClient,
     value: Option<&[u8]>,
-) -> Result<(u32, serde_json::Value), (Option<u32>, String)> {
-    let value = value.ok_or((None, "no value".to_owned()))?;
-    let (id, datum) = unframe(value).map_err(|e| (None, e.to_string()))?;
+) -> Result<(u32, serde_json::Value), (Option<u32>, BusError)> {
+    let value = value.ok_or_else(|| (None, BusError::Decode("record has no value".into())))?;
+    let (id, datum) = unframe(value).map_err(|e| (None, e))?;
     let schema = registry
         .writer_schema(id)
         .await
-        .map_err(|e| (Some(id), e.to_string()))?;
+        .map_err(|e| (Some(id), e))?;
+    let avro_error = |e: apache_avro::Error| (Some(id), SchemaError::Avro(Box::new(e)).into());
     let mut reader = datum;
     let avro = apache_avro::reader::datum::GenericDatumReader::builder(&schema)
         .build()
         .and_then(|r| r.read_value(&mut reader))
-        .map_err(|e| (Some(id), e.to_string()))?;
-    let json = serde_json::Value::try_from(avro).map_err(|e| (Some(id), e.to_string()))?;
+        .map_err(avro_error)?;
+    let json = serde_json::Value::try_from(avro).map_err(avro_error)?;
     Ok((id, json))
 }
 
@@ -506,7 +510,10 @@ pub fn inspection_text(i: &Inspection) -> String {
             "value as JSON:\n{}\n",
             serde_json::to_string_pretty(json).unwrap_or_default()
         )),
-        (None, Some(e)) => s.push_str(&format!("value does not decode: {e}\n")),
+        (None, Some(e)) => s.push_str(&format!(
+            "value does not decode: {}\n",
+            crate::error::chain(e.as_ref())
+        )),
         (None, None) => {}
     }
     s

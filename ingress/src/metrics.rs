@@ -97,8 +97,7 @@ impl Metrics {
             "Keyed answers learned from the topics (given by earlier runs or other instances).",
         )?;
         registry.register(Box::new(idempotency_learned.clone()))?;
-        let bus =
-            BusMetrics::register(&registry).map_err(|e| prometheus::Error::Msg(e.to_string()))?;
+        let bus = BusMetrics::register(&registry)?;
         Ok(Metrics {
             registry,
             http_requests,

@@ -57,8 +57,7 @@ pub struct PaymentMetrics {
 impl PaymentMetrics {
     /// Creates the metrics (and the eventbus ones) on `registry`.
     pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
-        let bus =
-            BusMetrics::register(registry).map_err(|e| prometheus::Error::Msg(e.to_string()))?;
+        let bus = BusMetrics::register(registry)?;
         let payments = IntCounterVec::new(
             Opts::new("payment_payments_total", "Payment outcomes committed."),
             &["outcome", "reason_code"],

@@ -42,6 +42,15 @@ pub enum ViewsError {
     /// The pipeline answered something unusable (a bug on one side).
     #[error("views answered badly: {0}")]
     BadAnswer(String),
+    /// The pipeline answered an order id that is not a UUID (a bug on one side).
+    #[error("views answered badly: order id {text:?} is not a UUID")]
+    BadOrderId {
+        /// The id as answered.
+        text: String,
+        /// The UUID parser's explanation.
+        #[source]
+        source: uuid::Error,
+    },
 }
 
 impl ViewsError {
@@ -156,9 +165,11 @@ impl ViewsClient {
             .ok_or_else(|| {
                 ViewsError::BadAnswer(format!("unknown order status {}", order.status))
             })?;
-        let answered_id = Uuid::try_parse(&order.order_id).map_err(|e| {
-            ViewsError::BadAnswer(format!("order id {:?} is not a UUID ({e})", order.order_id))
-        })?;
+        let answered_id =
+            Uuid::try_parse(&order.order_id).map_err(|source| ViewsError::BadOrderId {
+                text: order.order_id.clone(),
+                source,
+            })?;
         if answered_id != order_id {
             return Err(ViewsError::BadAnswer(format!(
                 "asked for order {order_id}, got {answered_id}"

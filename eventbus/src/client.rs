@@ -11,7 +11,7 @@
 //! Each constructor applies, in this order:
 //! 1. the connection: bootstrap, client id, security and credentials
 //!    ([`KafkaSettings::resolved`], which also reads the client config file and refuses
-//!    [`PROTECTED_KEYS`](crate::config::PROTECTED_KEYS) in `extra`);
+//!    [`crate::config::PROTECTED_KEYS`] in `extra`);
 //! 2. the caller's `tuning` (non-default choices such as `fetch.wait.max.ms`, each
 //!    commented where the caller sets it; protected keys are refused here too);
 //! 3. `extra` from the configuration;

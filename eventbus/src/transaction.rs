@@ -2,7 +2,7 @@
 //! consume-transform-produce batches and the pipeline's `stock.updated` sink.
 //!
 //! [`TransactionalProducer`] wraps a librdkafka `BaseProducer` built by
-//! [`client::transactional_producer`](crate::client::transactional_producer) and offers
+//! [`crate::client::transactional_producer`] and offers
 //! the transaction's steps, each blocking (call them from a blocking thread):
 //!
 //! ```text

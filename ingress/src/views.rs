@@ -26,7 +26,7 @@ use crate::config::ViewsConfig;
 use crate::proto::view_service_client::ViewServiceClient;
 use crate::proto::{GetOrderViewRequest, OrderStatus};
 
-/// Why a view read failed (nested in [`crate::CommandError`] as its cause).
+/// Why a view read failed (nested in [`crate::commands::CommandError`] as its cause).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ViewsError {
     /// The pipeline did not answer in time: retry later.

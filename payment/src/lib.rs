@@ -19,7 +19,7 @@
 //! - **Never charged twice**: every gateway call carries the order id as its
 //!   idempotency key (re-processing after a crash is a replay at the provider), and an
 //!   `order.created` for an order that already has an outcome (a redrive, a replay) is
-//!   skipped without calling the gateway at all ([`settled`]).
+//!   skipped without calling the gateway at all ([`settled_index`]).
 //! - **Declines are outcomes**, not errors: `payment.failed` with a reason code.
 //!   Transient gateway errors are retried with exponential backoff and full jitter;
 //!   exhausted retries, fatal gateway errors and undecodable records are dead-lettered
@@ -29,8 +29,8 @@
 //!
 //! - [`config`]: layered configuration (defaults → TOML file → `PAYMENT__*` env);
 //! - [`gateway`]: the [`PaymentGateway`] port and the seeded [`SimulatedGateway`];
-//! - [`settle`]: one order through the gateway, with retries, to one [`Settlement`];
-//! - [`settled`]: the index of settled orders that makes duplicates harmless;
+//! - [`settlement`]: one order through the gateway, with retries, to one [`Settlement`];
+//! - [`settled_index`]: the index of settled orders that makes duplicates harmless;
 //! - [`outcome`]: outcome and dead-letter records (wire format, headers, partition);
 //! - [`transaction`]: the transactional producer (begin, produce, offsets, commit);
 //! - [`processor`]: the batch loop that ties them together, rebalances and rewinds;

@@ -2,7 +2,7 @@
 //! committed atomically.
 //!
 //! [`TxnProducer`] is payment's thin layer over eventbus's
-//! [`TransactionalProducer`](eventbus::TransactionalProducer): it builds it with
+//! [`eventbus::TransactionalProducer`]: it builds it with
 //! payment's settings, runs its blocking calls on a blocking thread (every librdkafka
 //! transactional call blocks on the network and must stay off the async workers), and
 //! turns an [`OutRecord`] batch into one transaction:

@@ -43,7 +43,6 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::error::ProgressError;
-use crate::progress::ProgressRecord;
 
 /// Wall-clock milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
@@ -91,21 +90,9 @@ impl Bindings {
         Self::default()
     }
 
-    /// The bindings of a sequence of progress records, in the order they were committed.
-    ///
-    /// Fails (with a description) if epochs do not grow strictly or a partition's
-    /// upper goes down: the progress topic would then not be one this job wrote.
-    pub fn from_records<'a>(
-        records: impl IntoIterator<Item = &'a ProgressRecord>,
-    ) -> Result<Self, ProgressError> {
-        let mut bindings = Bindings::new();
-        for record in records {
-            for epoch in &record.epochs {
-                bindings.push(epoch.time, epoch.uppers.iter().copied())?;
-                bindings.dead.extend(epoch.dead.iter().copied());
-            }
-        }
-        Ok(bindings)
+    /// Records dead-lettered offsets, which a replay skips (see [`Bindings::is_dead`]).
+    pub fn add_dead(&mut self, dead: impl IntoIterator<Item = (u8, i32, i64)>) {
+        self.dead.extend(dead);
     }
 
     /// Appends one committed epoch and the uppers of the partitions it ingested.

@@ -16,6 +16,7 @@
 //!   source operator that stamps records with epochs, wakes without spinning and
 //!   throttles when the sink falls behind;
 //! - `dataflow`: source → logic → sink, and the wake-up and back-pressure paths;
+//! - [`flow`]: what the source hands the sink (items, dead letters);
 //! - [`sink`]: exchange to worker 0, one Kafka transaction per (group of) closed epochs
 //!   with the output, the dead letters and a [`progress`] record;
 //! - [`progress`]: the progress topic's records and reading them back on restart;
@@ -48,6 +49,7 @@ pub mod clock;
 pub mod config;
 mod dataflow;
 pub mod error;
+pub mod flow;
 pub mod input;
 pub mod kafka;
 pub mod logic;

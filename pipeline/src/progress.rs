@@ -76,6 +76,27 @@ impl ProgressRecord {
     }
 }
 
+impl Bindings {
+    /// The bindings of a sequence of progress records, in the order they were committed.
+    /// (Here rather than in [`crate::clock`], so that the clock does not depend on the
+    /// progress topic's format.)
+    ///
+    /// Fails if epochs do not grow strictly or a partition's upper goes down: the
+    /// progress topic would then not be one this job wrote.
+    pub fn from_records<'a>(
+        records: impl IntoIterator<Item = &'a ProgressRecord>,
+    ) -> Result<Self, ProgressError> {
+        let mut bindings = Bindings::new();
+        for record in records {
+            for epoch in &record.epochs {
+                bindings.push(epoch.time, epoch.uppers.iter().copied())?;
+                bindings.add_dead(epoch.dead.iter().copied());
+            }
+        }
+        Ok(bindings)
+    }
+}
+
 /// Everything read from the progress topic at start-up.
 #[derive(Clone, Debug, Default)]
 pub struct Progress {

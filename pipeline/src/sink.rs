@@ -83,7 +83,6 @@ use eventbus::headers::{CloudEventAttributes, HeaderList, TraceParent};
 use eventbus::kafka::BaseRecord;
 use eventbus::{BusMetrics, ErrorClass, KafkaSettings, TransactionalProducer, TxnError};
 use schemas::{Event, StockUpdated};
-use serde::{Deserialize, Serialize};
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::{Capability, Operator};
@@ -91,24 +90,13 @@ use timely::scheduling::SyncActivator;
 
 use crate::config::{SinkConfig, TopicNames};
 use crate::error::PipelineError;
+use crate::flow::{DeadRecord, ORDER_LOG_TARGET};
 use crate::logic::{Diff, OrderId, OrderView, Sku, StockLevel};
 use crate::metrics::Metrics;
 use crate::progress::{EpochBinding, FORMAT, ProgressRecord};
-use crate::source::{DeadRecord, ORDER_LOG_TARGET};
 use crate::views::{Delta, OrderChange, StockChange, Views};
 
-/// What flows to worker 0's sink operator, each paired with its time.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum SinkItem {
-    /// A change of the stock collection.
-    Stock(Sku, StockLevel, Diff),
-    /// A change of the order collection.
-    Order(OrderId, OrderView, Diff),
-    /// A closed epoch's upper offset of one input partition: `(topic, partition, upper)`.
-    Upper(u8, i32, i64),
-    /// A dead letter of the epoch.
-    Dead(Box<DeadRecord>),
-}
+pub use crate::flow::SinkItem;
 
 /// One complete epoch, ready to be written.
 #[derive(Debug)]
@@ -379,7 +367,7 @@ pub(crate) struct SinkThread {
 }
 
 /// One DEBUG line per order whose state an epoch committed, under
-/// [`ORDER_LOG_TARGET`](crate::source::ORDER_LOG_TARGET): the order's new status is now
+/// [`ORDER_LOG_TARGET`]: the order's new status is now
 /// in the views and its SKUs' numbers in `stock.updated` (version = `epoch`). The line of
 /// the record whose arrival made the change (topic, partition, offset, trace) has the
 /// same `epoch` (for a payment read before its order: the order's `order.created`).

@@ -82,7 +82,6 @@
 //! other (`Fetched` records) and what flows on to the sink ([`DeadRecord`]) is here.
 
 use eventbus::headers::TraceParent;
-use serde::{Deserialize, Serialize};
 
 use crate::logic::InputEvent;
 
@@ -92,35 +91,7 @@ mod operator;
 pub(crate) use fetch::{FetchParams, spawn_fetcher};
 pub(crate) use operator::{SourceParams, kafka_source};
 
-/// The `tracing` target of the per-order (and per-SKU) lines, at DEBUG (module docs).
-pub const ORDER_LOG_TARGET: &str = "pipeline::orders";
-
-/// An input record that could not be ingested, on its way to the dead-letter topic.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeadRecord {
-    /// The input topic (full name).
-    pub topic: String,
-    /// Its index in [`crate::input::INPUT_TOPICS`].
-    pub topic_index: u8,
-    /// Its partition.
-    pub partition: i32,
-    /// Its offset.
-    pub offset: i64,
-    /// Its timestamp, ms, if it had one.
-    pub timestamp_ms: Option<i64>,
-    /// The original key, byte for byte.
-    pub key: Option<Vec<u8>>,
-    /// The original value, byte for byte.
-    pub value: Option<Vec<u8>>,
-    /// The original headers.
-    pub headers: Vec<(String, Vec<u8>)>,
-    /// eventbus's error class (`undecodable`, `unknown-schema`, `schema-invalid`).
-    pub class: String,
-    /// What was wrong.
-    pub message: String,
-    /// When the job gave up on it, ms.
-    pub failed_at_ms: i64,
-}
+pub use crate::flow::{DeadRecord, ORDER_LOG_TARGET};
 
 /// A decoded record: an event, or a dead letter.
 #[derive(Debug)]

@@ -18,9 +18,9 @@ use timely::dataflow::{ProbeHandle, Scope, StreamVec};
 
 use super::{Fetched, Item, ORDER_LOG_TARGET, order_lines_enabled};
 use crate::clock::{epoch_of, now_ms};
+use crate::flow::SinkItem;
 use crate::logic::{Diff, Events, InputEvent, Pos};
 use crate::metrics::Metrics;
-use crate::sink::SinkItem;
 
 /// Everything the source operator needs.
 pub(crate) struct SourceParams {

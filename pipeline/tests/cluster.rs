@@ -180,8 +180,7 @@ fn samples(text: &str, prefix: &str) -> Vec<f64> {
 /// Opens the inventory page at `http` in headless Chromium and waits until its stock
 /// table and epoch equal `GET /v1/inventory` (the job is caught up: the view is still).
 async fn page_equals_rest(http: std::net::SocketAddr) -> Result<(), BoxError> {
-    let Some(chromium) = browser::find_chromium() else {
-        eprintln!("the inventory page check is SKIPPED: no Chromium (apt-get install chromium)");
+    let Some(chromium) = browser::chromium_or_skip("the inventory page check") else {
         return Ok(());
     };
     let inventory: serde_json::Value = reqwest::get(format!("http://{http}/v1/inventory"))

@@ -11,7 +11,8 @@
 //!   from the server, and the assets carry a Content-Security-Policy of `'self'`.
 //!
 //! Chromium: `$CHROMIUM` or `chromium` on `PATH` (Debian: `apt-get install chromium`);
-//! without it the tests say so and pass. `PIPELINE_PAGE_SCREENSHOT=path.png` saves a
+//! without it the tests say so and pass, unless `REQUIRE_CHROMIUM=1` (CI), which makes
+//! a missing browser a failure. `PIPELINE_PAGE_SCREENSHOT=path.png` saves a
 //! screenshot of the page after the live update.
 
 #[path = "support/browser.rs"]
@@ -20,7 +21,7 @@ mod browser;
 use std::sync::Arc;
 use std::time::Duration;
 
-use browser::{BoxError, Browser, expected_rows, find_chromium, page_matches, read_page};
+use browser::{BoxError, Browser, chromium_or_skip, expected_rows, page_matches, read_page};
 use pipeline::logic::{Line, OrderStatus, OrderView, StockLevel};
 use pipeline::server::{ApiState, Listeners, serve};
 use pipeline::views::{Delta, OrderChange, StockChange, Views};
@@ -98,16 +99,6 @@ async fn in_browser<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, BoxError> + Send + 'static,
 ) -> Result<T, BoxError> {
     tokio::task::spawn_blocking(work).await?
-}
-
-fn chromium_or_skip(test: &str) -> Option<std::path::PathBuf> {
-    let found = find_chromium();
-    if found.is_none() {
-        eprintln!(
-            "{test}: SKIPPED, no Chromium (set CHROMIUM or install it: apt-get install -y --no-install-recommends chromium)"
-        );
-    }
-    found
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,17 +21,35 @@ use serde_json::{Value, json};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The browser binary: `$CHROMIUM` if set, else the first of `chromium`,
+/// The browser binary: `$CHROMIUM` if set (and a file), else the first of `chromium`,
 /// `chromium-browser`, `google-chrome` on `PATH`.
 pub fn find_chromium() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("CHROMIUM") {
-        return Some(PathBuf::from(path));
+        let path = PathBuf::from(path);
+        return path.is_file().then_some(path);
     }
     let path = std::env::var_os("PATH")?;
     ["chromium", "chromium-browser", "google-chrome"]
         .iter()
         .flat_map(|name| std::env::split_paths(&path).map(move |dir| dir.join(name)))
         .find(|candidate| candidate.is_file())
+}
+
+/// The browser for `test`, or `None` after saying that the test is skipped. With
+/// `REQUIRE_CHROMIUM=1` (CI, which installs it) a missing browser fails the test instead:
+/// a skip there would hide that the page is not tested.
+pub fn chromium_or_skip(test: &str) -> Option<PathBuf> {
+    let found = find_chromium();
+    if found.is_none() {
+        let hint =
+            "set CHROMIUM or install it: apt-get install -y --no-install-recommends chromium";
+        assert!(
+            std::env::var("REQUIRE_CHROMIUM").as_deref() != Ok("1"),
+            "{test}: no Chromium but REQUIRE_CHROMIUM=1 ({hint})"
+        );
+        eprintln!("{test}: SKIPPED, no Chromium ({hint})");
+    }
+    found
 }
 
 /// One browser with one page (tab).

@@ -9,7 +9,8 @@ demo), because it asks the live tools, never a fake:
               name is reported missing (the checker's own negative case). A labelled
               `_total` counter a service creates on its first event (dead letters,
               publish failures) passes without series only if the workspace registers
-              that name. A target written to the file_sd folder must get scraped
+              that name. A target written to the file_sd folder must get scraped, and
+              every alert rule must be loaded and evaluate without error
   logs        posts an order to ingress and finds its log lines from ingress, payment and
               the pipeline in VictoriaLogs by its order id, one trace id in all three (the
               traceparent continued across the hops); a made-up order id finds none, and
@@ -151,6 +152,24 @@ def file_sd_works(prom: str, targets: Path, wait: float) -> None:
         path.unlink()
 
 
+def rule_problems(prom: str) -> list[str]:
+    """Every alert of alerts.yaml is loaded in the live Prometheus and evaluates without
+    error (a PromQL error on real label sets, e.g. a many-to-many match, shows only here)."""
+    sys.path.insert(0, str(HERE))
+    import generate  # noqa: E402 (the sibling script)
+
+    wanted = {name for name, _ in generate.alert_exprs()}
+    live = {}
+    for group in get_json(f"{prom}/api/v1/rules")["data"]["groups"]:
+        for rule in group["rules"]:
+            live[rule["name"]] = rule
+    problems = [f"alert {name} is not loaded" for name in sorted(wanted - set(live))]
+    for name in sorted(wanted & set(live)):
+        if live[name].get("health") not in ("ok", "unknown"):
+            problems.append(f"alert {name}: {live[name].get('health')}: {live[name].get('lastError')}")
+    return problems
+
+
 def cmd_metrics(args) -> int:
     """Every metric a panel or rule names has series; the made-up name is reported."""
     exprs = definitions()
@@ -164,12 +183,16 @@ def cmd_metrics(args) -> int:
             break
         time.sleep(5)
     file_sd_works(args.prometheus, Path(args.targets), max(args.wait, 20.0))  # refresh is 5 s
+    rules = rule_problems(args.prometheus)
     names = len(used) - 1
     print(f"metrics: {len(exprs)} panel and alert expressions name {names} metrics; "
           f"{names - len(missing) - len(lazy)} have series in {args.prometheus}, "
           f"{len(lazy)} are registered by a service but have no series before their first event, "
           f"{len(missing)} are exported by nobody; the made-up {MADE_UP_METRIC} was reported (as it must); "
-          f"a target written to {args.targets} was scraped")
+          f"a target written to {args.targets} was scraped; "
+          f"{'every alert rule is loaded and evaluates' if not rules else 'RULE PROBLEMS below'}")
+    for problem in rules:
+        print(f"  {problem}")
     for name, source in lazy.items():
         print(f"  no series yet: {name} (registered in {source})")
     # A panel may be empty for a good reason (no dead letters, nothing aborted); listed,
@@ -182,7 +205,7 @@ def cmd_metrics(args) -> int:
         print(f"    {where}")
     for name, places in missing.items():
         print(f"  MISSING {name}: no series, used by {'; '.join(sorted(set(places)))}")
-    return 1 if missing else 0
+    return 1 if missing or rules else 0
 
 
 def logsql(vlogs: str, query: str, limit: int = 1000):

@@ -106,6 +106,7 @@ demo:
 # the scripts' own unit tests (tests/test_scripts.py).
 MONITORING_OUT := $(or $(CARGO_TARGET_DIR),target)/monitoring
 test-monitoring:
+	@command -v promtool >/dev/null || { echo "promtool not found: apt-get install -y --no-install-recommends prometheus" >&2; exit 1; }
 	@rm -rf $(MONITORING_OUT) && mkdir -p $(MONITORING_OUT)/run/prometheus/targets
 	@python3 deploy/monitoring/generate.py prometheus --run $(MONITORING_OUT)/run --out $(MONITORING_OUT)/run/prometheus
 	@python3 deploy/monitoring/generate.py vmui --out $(MONITORING_OUT)/vmui

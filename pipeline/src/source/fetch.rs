@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use eventbus::client::{self, ReaderOptions};
-use eventbus::headers::{HeaderList, TRACEPARENT, TraceParent};
+use eventbus::headers::{HeaderList, TraceParent};
 use eventbus::kafka::{
     BaseConsumer, BorrowedMessage, Consumer, Message, Offset, TopicPartitionList,
 };
@@ -288,7 +288,7 @@ impl Fetcher {
             }
         };
         let trace = if bound.is_none() && order_lines_enabled() {
-            traceparent(message)
+            TraceParent::from_headers(message.headers())
         } else {
             None
         };
@@ -380,17 +380,6 @@ impl Fetcher {
             }
         }
     }
-}
-
-/// The record's W3C `traceparent`, if present and valid.
-fn traceparent(message: &BorrowedMessage<'_>) -> Option<TraceParent> {
-    use eventbus::kafka::Headers;
-    let headers = message.headers()?;
-    headers
-        .iter()
-        .find(|h| h.key == TRACEPARENT)
-        .and_then(|h| std::str::from_utf8(h.value?).ok())
-        .and_then(TraceParent::parse)
 }
 
 fn dead_record(

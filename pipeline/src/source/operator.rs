@@ -373,9 +373,9 @@ fn log_ingested(
     }
     // The job's span for this record: a child of the producer's, or a new trace.
     let span = trace.map_or_else(TraceParent::generate, |t| t.child());
-    let trace_id = hex::encode(span.trace_id);
-    let span_id = hex::encode(span.span_id);
-    let parent_span_id = trace.map(|t| hex::encode(t.span_id));
+    let trace_id = span.trace_id_hex();
+    let span_id = span.span_id_hex();
+    let parent_span_id = trace.map(|t| t.span_id_hex());
     let order_id = event
         .order_id()
         .map(|id| uuid::Uuid::from_u128(id).to_string());

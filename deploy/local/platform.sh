@@ -594,6 +594,11 @@ start_services() {
         KAFKA_CLIENT_CONFIG="$SECRETS/$name.conf" \
         KAFKA_BOOTSTRAP="$BOOTSTRAP" REGISTRY_URL="$REGISTRY_URL" "$bin"
     fi
+  done
+  # All started at once, then waited for: each one's start (the pipeline's replay, the
+  # transactional producers' fencing) overlaps the others'.
+  for entry in "${entries[@]}"; do
+    name="${entry%% *}"; url="${entry#* }"
     local deadline=$((SECONDS + READY_TIMEOUT))
     until curl -fsS -o /dev/null "$url" 2>/dev/null; do
       alive "$name" || die "$name exited: see $RUN_DIR/logs/$name/$name.log"

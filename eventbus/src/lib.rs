@@ -77,6 +77,7 @@ pub mod producer;
 pub mod reader;
 pub mod redrive;
 pub mod registry;
+pub mod strimzi;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod transaction;

@@ -4,7 +4,9 @@
 //! line with `deploy/topics.toml`, `busctl status` prints brokers, under-replicated
 //! partitions and registry health. `make up`, `make status` and CI call it.
 //! `busctl acls check` validates `deploy/acls.toml`, `busctl acls render` prints its
-//! bindings for `deploy/local/AclSync.java` (`make acls`); neither talks to Kafka.
+//! bindings for `deploy/local/AclSync.java` (`make acls`); `busctl strimzi render` prints
+//! the Strimzi `KafkaTopic`s and `KafkaUser`s made from both files (`deploy/strimzi/`).
+//! None of these three talks to Kafka.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -63,6 +65,11 @@ enum Command {
         #[command(subcommand)]
         command: AclsCommand,
     },
+    /// Strimzi resources from the topic and ACL files (`deploy/strimzi/`).
+    Strimzi {
+        #[command(subcommand)]
+        command: StrimziCommand,
+    },
     /// Brokers, topics, under-replicated partitions and registry health.
     Status {
         /// Registry base URL.
@@ -99,6 +106,25 @@ enum AclsCommand {
 }
 
 #[derive(Subcommand)]
+enum StrimziCommand {
+    /// Print a JSON `List` of KafkaTopics and KafkaUsers (SCRAM-SHA-512, simple ACLs).
+    Render {
+        /// The `Kafka` resource's name (the `strimzi.io/cluster` label).
+        #[arg(long, default_value = eventbus::strimzi::DEFAULT_CLUSTER)]
+        cluster: String,
+        /// The namespace of the resources.
+        #[arg(long, default_value = eventbus::strimzi::DEFAULT_NAMESPACE)]
+        namespace: String,
+        /// The topic list.
+        #[arg(long, default_value = "deploy/topics.toml")]
+        topics: PathBuf,
+        /// The ACL file.
+        #[arg(long, default_value = "deploy/acls.toml")]
+        acls: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum SchemasCommand {
     /// Register every version of every event schema under `<topic>-value` (idempotent).
     Register,
@@ -110,6 +136,32 @@ async fn main() -> anyhow::Result<()> {
     // ACL files are data: no cluster, no client config needed.
     if let Command::Acls { command } = &cli.command {
         return acls(command);
+    }
+    if let Command::Strimzi {
+        command:
+            StrimziCommand::Render {
+                cluster,
+                namespace,
+                topics,
+                acls,
+            },
+    } = &cli.command
+    {
+        let target = eventbus::strimzi::Target {
+            cluster: cluster.clone(),
+            namespace: namespace.clone(),
+        };
+        let text = eventbus::strimzi::render(
+            &TopicList::load(topics)?,
+            &eventbus::acl::AclFile::load(acls)?,
+            &target,
+        );
+        use std::io::Write as _;
+        return match std::io::stdout().lock().write_all(text.as_bytes()) {
+            // The reader stopped early (`| head`): not an error of ours.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+            other => Ok(other?),
+        };
     }
     let settings = eventbus::KafkaSettings {
         bootstrap: cli.bootstrap.clone(),
@@ -176,7 +228,9 @@ async fn main() -> anyhow::Result<()> {
                 done.iter().filter(|r| r.created).count()
             );
         }
-        Command::Acls { .. } => unreachable!("handled before connecting"),
+        Command::Acls { .. } | Command::Strimzi { .. } => {
+            unreachable!("handled before connecting")
+        }
         Command::Status { registry } => {
             let meta = tokio::task::block_in_place(|| admin.metadata(Duration::from_secs(5)))?;
             let h = Health::from_metadata(&meta);

@@ -15,6 +15,8 @@
 #   make bench   pipeline vs Kafka's floor (BENCH_MODE=full|short, BENCH_OUT=dir; benches/README.md)
 #   make test-monitoring      promtool: the generated Prometheus config and the alert rules'
 #                unit tests, the dashboards generate (offline; `make test` runs it first)
+#   make test-k8s  kubeconform: deploy/strimzi/ against the Strimzi schemas in ../shared,
+#                plus broken copies that must fail (offline; `make test` runs it first)
 #   make check-observability  needs `make up` and traffic (`make demo`): every panel and alert
 #                names metrics the live Prometheus has, one order's log lines are found in
 #                VictoriaLogs, the dashboard page renders in headless Chromium
@@ -48,7 +50,7 @@ export CARGO_PROFILE ?= $(PROFILE)
 PROFILE_DIR := $(if $(filter dev,$(CARGO_PROFILE)),debug,$(CARGO_PROFILE))
 
 .PHONY: up down status clean acls test test-unit lint fmt schemas bench demo \
-	test-monitoring check-observability logs
+	test-monitoring test-k8s check-observability logs
 
 up:
 	@$(PLATFORM) up
@@ -73,7 +75,7 @@ schemas:
 
 # Tests share one dev build with the operator tool; the platform is started if it is not
 # running and left running afterwards (CI stops it with `make down`).
-test: test-monitoring
+test: test-monitoring test-k8s
 	@PLATFORM_ONLY=1 $(PLATFORM) up
 	cargo test --workspace --no-fail-fast
 
@@ -115,6 +117,13 @@ test-monitoring:
 	@cp deploy/monitoring/tests/alerts.test.yaml $(MONITORING_OUT)/
 	promtool test rules $(MONITORING_OUT)/alerts.test.yaml
 	python3 -m unittest discover -v -s deploy/monitoring/tests -p 'test_*.py'
+
+# ---------------------------------------------------------------- kubernetes
+# deploy/strimzi/: kafka.yaml (hand-written) and topics-and-users.json (rendered by
+# `busctl strimzi render`; eventbus/tests/strimzi.rs fails when it is stale), checked by
+# kubeconform against ../shared/k8s-schemas; skipped with the reason when that is absent.
+test-k8s:
+	deploy/strimzi/validate.sh
 
 # The live checks (deploy/monitoring/check.py): run after `make up` and some traffic.
 check-observability:

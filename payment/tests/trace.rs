@@ -8,8 +8,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::Service;
@@ -18,60 +17,24 @@ use eventbus::headers::TraceParent;
 use eventbus::kafka::Message;
 use payment::SimulatedGateway;
 use serde_json::Value;
-use servicekit::telemetry::JsonLines;
-use tracing_subscriber::fmt::MakeWriter;
-use tracing_subscriber::fmt::format::JsonFields;
+use servicekit::telemetry::CapturedLines;
 use uuid::Uuid;
 
-/// The log lines the service writes, in memory.
-#[derive(Clone, Default)]
-struct Lines(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Lines {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Lines {
-    type Writer = Lines;
-    fn make_writer(&'a self) -> Lines {
-        self.clone()
-    }
-}
-
-impl Lines {
-    /// Installs the service's JSON format, at INFO for payment, as the process's
-    /// logger (this file's only test, so nothing else installs one first).
-    fn install() -> Lines {
-        let lines = Lines::default();
-        tracing_subscriber::fmt()
-            .with_env_filter("warn,payment=info")
-            .with_writer(lines.clone())
-            .fmt_fields(JsonFields::new())
-            .event_format(JsonLines::new(payment::config::SERVICE_NAME))
-            .try_init()
-            .expect("the first logger of this test binary");
-        lines
-    }
-
-    /// The `payment settled` lines.
-    fn settled(&self) -> Vec<Value> {
-        let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
-        text.lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|l| l["message"] == "payment settled")
-            .collect()
-    }
+/// The `payment settled` lines among `captured`.
+fn settled(captured: &CapturedLines) -> Vec<Value> {
+    captured
+        .lines()
+        .into_iter()
+        .filter(|l| l["message"] == "payment settled")
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outcomes_and_log_lines_continue_the_trace_of_their_order() {
-    let lines = Lines::install();
+    // The service's JSON format, at INFO for payment, as the process's logger (this
+    // file's only test, so nothing else installs one first).
+    let lines = CapturedLines::install(payment::config::SERVICE_NAME, "warn,payment=info")
+        .expect("the first logger of this test binary");
     let env = common::setup(3).await;
     let orders = common::orders(12, 7);
     // Each order under a trace of its own, as ingress writes them.
@@ -121,7 +84,7 @@ async fn outcomes_and_log_lines_continue_the_trace_of_their_order() {
     assert_eq!(seen, orders.len(), "one outcome per order");
 
     // One log line per settled payment, correlated by order id and trace id.
-    let settled = lines.settled();
+    let settled = settled(&lines);
     assert_eq!(settled.len(), orders.len(), "{settled:?}");
     for line in &settled {
         let order_id: Uuid = line["order_id"].as_str().unwrap().parse().unwrap();

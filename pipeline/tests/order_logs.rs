@@ -9,8 +9,6 @@
 
 mod support;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use eventbus::PublishOptions;
@@ -18,36 +16,9 @@ use eventbus::codec::frame;
 use eventbus::headers::{HeaderList, TraceParent};
 use schemas::{Event, OrderCreated, OrderLine, PaymentCompleted, order_total};
 use serde_json::Value;
+use servicekit::telemetry::CapturedLines;
 use support::*;
-use tracing_subscriber::fmt::format::JsonFields;
 use uuid::Uuid;
-
-/// The captured log output.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn lines(&self) -> Vec<Value> {
-        let bytes = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        String::from_utf8_lossy(&bytes)
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
-    }
-}
 
 fn created(order_id: Uuid) -> OrderCreated {
     let lines = vec![OrderLine::new("LOG-SKU", 2, 150)];
@@ -74,21 +45,14 @@ fn line<'a>(lines: &'a [Value], message: &str, order_id: Uuid, event: &str) -> O
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn order_lines_carry_the_record_and_continue_its_trace() -> Result<(), BoxError> {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    tracing_subscriber::fmt()
-        .with_env_filter("warn,pipeline::orders=debug")
-        .fmt_fields(JsonFields::new())
-        .event_format(servicekit::telemetry::JsonLines::new("inventory-service"))
-        .with_writer(move || writer.clone())
-        .try_init()?;
+    let captured = CapturedLines::install("inventory-service", "warn,pipeline::orders=debug")?;
     let env = Env::new(3).await?;
     let result = run(&env, &captured).await;
     env.cleanup().await;
     result
 }
 
-async fn run(env: &Env, captured: &Captured) -> Result<(), BoxError> {
+async fn run(env: &Env, captured: &CapturedLines) -> Result<(), BoxError> {
     let (http, grpc) = (free_addr(), free_addr());
     let config = env.config(1, http, grpc);
     let shutdown = pipeline::Shutdown::new();

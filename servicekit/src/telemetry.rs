@@ -21,6 +21,7 @@
 //! `librdkafka`, so `librdkafka=warn` in the filter quiets them.
 
 use std::fmt;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -109,6 +110,65 @@ pub fn init(config: &TelemetryConfig, service_name: &str) -> Result<(), crate::E
             .try_init(),
     };
     Ok(result.map_err(TelemetryError::AlreadyInstalled)?)
+}
+
+/// The JSON lines a service logs, kept in memory: for tests that assert on what a service
+/// logs in the format `init` gives it in production. Clones share one buffer; it is the
+/// subscriber's writer (`MakeWriter`).
+#[derive(Clone, Debug, Default)]
+pub struct CapturedLines(Arc<Mutex<Vec<u8>>>);
+
+impl CapturedLines {
+    /// Installs the JSON format of `service_name`, filtered by `filter` (an `EnvFilter`
+    /// directive, not overridden by `RUST_LOG`), as the process's logger, writing here.
+    /// Fails if the filter does not parse or a logger is installed already.
+    pub fn install(service_name: &str, filter: &str) -> Result<CapturedLines, crate::Error> {
+        let env_filter = EnvFilter::try_new(filter).map_err(|source| TelemetryError::Filter {
+            filter: filter.to_owned(),
+            from: "CapturedLines::install",
+            source,
+        })?;
+        let captured = CapturedLines::default();
+        tracing_subscriber::fmt()
+            .with_env_filter(env_filter)
+            .with_writer(captured.clone())
+            .fmt_fields(JsonFields::new())
+            .event_format(JsonLines::new(service_name))
+            .try_init()
+            .map_err(TelemetryError::AlreadyInstalled)?;
+        Ok(captured)
+    }
+
+    /// Every line written so far that is a JSON object, in order.
+    pub fn lines(&self) -> Vec<Value> {
+        let bytes = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        String::from_utf8_lossy(&bytes)
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    }
+}
+
+impl std::io::Write for CapturedLines {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CapturedLines {
+    type Writer = CapturedLines;
+
+    fn make_writer(&'a self) -> CapturedLines {
+        self.clone()
+    }
 }
 
 /// The span fields that become top-level members of a JSON line (see the module docs).
@@ -233,36 +293,29 @@ impl tracing::field::Visit for FieldVisitor {
 
 #[cfg(test)]
 mod tests {
-    use std::io::Write;
-    use std::sync::{Arc, Mutex};
-
-    use tracing_subscriber::fmt::MakeWriter;
-
     use super::*;
 
-    #[derive(Clone, Default)]
-    struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Buffer {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl<'a> MakeWriter<'a> for Buffer {
-        type Writer = Buffer;
-        fn make_writer(&'a self) -> Buffer {
-            self.clone()
-        }
+    #[test]
+    fn captured_lines_keep_json_objects_and_refuse_a_bad_filter() {
+        use std::io::Write;
+        let mut captured = CapturedLines::default();
+        captured
+            .write_all(b"{\"message\":\"a\"}\nnot json\n{\"message\":\"b\"}\n")
+            .unwrap();
+        let messages: Vec<Value> = captured
+            .lines()
+            .iter()
+            .map(|l| l["message"].clone())
+            .collect();
+        assert_eq!(messages, vec![Value::from("a"), Value::from("b")]);
+        // A filter that does not parse fails before anything is installed.
+        let error = CapturedLines::install("order-service", "info,[[").unwrap_err();
+        assert!(error.to_string().contains("[["), "{error}");
     }
 
     #[test]
     fn json_lines_carry_the_service_fields_and_spans() {
-        let buffer = Buffer::default();
+        let buffer = CapturedLines::default();
         let subscriber = tracing_subscriber::fmt()
             .with_writer(buffer.clone())
             .fmt_fields(JsonFields::new())
@@ -287,7 +340,7 @@ mod tests {
 
     #[test]
     fn correlation_fields_of_spans_are_lifted_to_the_top_level() {
-        let buffer = Buffer::default();
+        let buffer = CapturedLines::default();
         let subscriber = tracing_subscriber::fmt()
             .with_writer(buffer.clone())
             .fmt_fields(JsonFields::new())

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
-use rdkafka::topic_partition_list::Offset;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use crate::context::{BusContext, TopicPartition};
 use crate::metrics::BusMetrics;
@@ -68,21 +68,55 @@ pub async fn track_committed<C>(
 
 /// The lag of every assigned partition from the coordinator's committed offsets.
 /// Blocking.
+///
+/// The end offsets come from one batched ListOffsets per broker
+/// (`offsets_for_times` with [`Offset::End`], which librdkafka passes as Kafka's
+/// "latest" timestamp, -1; the consumer's
+/// `isolation.level` applies, so a read_committed consumer gets the last stable
+/// offset), not from `fetch_watermarks` per partition: a fetching consumer's broker
+/// connections are busy with long-polling Fetch requests, and each ListOffsets waits
+/// behind one (up to `fetch.wait.max.ms`), so one request per partition made a refresh
+/// of six partitions take seconds. The earliest offsets ([`Offset::Beginning`], -2) are
+/// asked, batched the same way, only for partitions the group never committed.
 fn committed_lags<C: Consumer<BusContext>>(consumer: &C) -> Result<Vec<PartitionLag>, KafkaError> {
+    let timeout = Duration::from_secs(5);
     let assignment = consumer.assignment()?;
     if assignment.count() == 0 {
         return Ok(Vec::new());
     }
-    let committed = consumer.committed_offsets(assignment, Duration::from_secs(5))?;
+    let committed = consumer.committed_offsets(assignment, timeout)?;
+    let mut latest_asked = TopicPartitionList::new();
+    let mut earliest_asked = TopicPartitionList::new();
+    for e in committed.elements() {
+        latest_asked.add_partition_offset(e.topic(), e.partition(), Offset::End)?;
+        if !matches!(e.offset(), Offset::Offset(_)) {
+            earliest_asked.add_partition_offset(e.topic(), e.partition(), Offset::Beginning)?;
+        }
+    }
+    let latest = consumer.offsets_for_times(latest_asked, timeout)?;
+    let earliest = if earliest_asked.count() == 0 {
+        earliest_asked
+    } else {
+        consumer.offsets_for_times(earliest_asked, timeout)?
+    };
+    let offset_in = |list: &TopicPartitionList, topic: &str, partition: i32| match list
+        .find_partition(topic, partition)
+        .map(|e| e.offset())
+    {
+        Some(Offset::Offset(o)) => Some(o),
+        _ => None,
+    };
     let mut lags = Vec::new();
     for e in committed.elements() {
-        let (low, high) =
-            consumer.fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(5))?;
+        let (topic, partition) = (e.topic(), e.partition());
+        let Some(high) = offset_in(&latest, topic, partition) else {
+            continue;
+        };
         let from = match e.offset() {
             Offset::Offset(o) => o,
-            _ => low,
+            _ => offset_in(&earliest, topic, partition).unwrap_or(high),
         };
-        lags.push((e.topic().to_owned(), e.partition(), (high - from).max(0)));
+        lags.push((topic.to_owned(), partition, (high - from).max(0)));
     }
     Ok(lags)
 }

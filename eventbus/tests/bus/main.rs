@@ -6,6 +6,7 @@
 
 mod common;
 mod consumer;
+mod lag;
 mod producer;
 mod redrive;
 mod registry;

@@ -5,13 +5,13 @@
 //! ACLs are applied by the User Operator). Writing those by hand would be a second list of
 //! topics and ACLs that drifts from `deploy/topics.toml` and `deploy/acls.toml`, which
 //! `busctl topics apply` and `make acls` apply to the local cluster. So they are rendered
-//! from those two files (`busctl strimzi render`), committed under `deploy/strimzi/`, and a
+//! from those two files (`busctl strimzi render`), committed under `deploy/strimzi/base/`, and a
 //! test (`eventbus/tests/strimzi.rs`) fails when the committed file is stale.
 //!
 //! The output is one JSON document, a `v1` `List` (kubectl and kubeconform read JSON and
 //! expand lists), built with `serde_json` rather than hand-formatted YAML. The super user
 //! [`SUPER_USER`] gets a `KafkaUser` with credentials but no ACLs: it is listed in the
-//! `Kafka` resource's `superUsers` (`deploy/strimzi/kafka.yaml`), as on the local cluster.
+//! `Kafka` resource's `superUsers` (`deploy/strimzi/base/kafka.yaml`), as on the local cluster.
 
 use serde_json::{Value, json};
 
@@ -21,10 +21,10 @@ use crate::admin::TopicList;
 /// The Strimzi API version the resources use (Strimzi 1.x serves only `v1`).
 pub const API_VERSION: &str = "kafka.strimzi.io/v1";
 
-/// The cluster name `deploy/strimzi/kafka.yaml` declares and the committed render uses.
+/// The cluster name `deploy/strimzi/base/kafka.yaml` declares and the committed render uses.
 pub const DEFAULT_CLUSTER: &str = "order-pipeline";
 
-/// The namespace `deploy/strimzi/kafka.yaml` declares and the committed render uses.
+/// The namespace `deploy/strimzi/base/kafka.yaml` declares and the committed render uses.
 pub const DEFAULT_NAMESPACE: &str = "order-pipeline";
 
 /// The operator's principal: a super user in the `Kafka` resource, so it has no ACLs here.

@@ -1,4 +1,4 @@
-//! The committed Strimzi resources (`deploy/strimzi/topics-and-users.json`) are exactly what
+//! The committed Strimzi resources (`deploy/strimzi/base/topics-and-users.json`) are exactly what
 //! `busctl strimzi render` makes from `deploy/topics.toml` and `deploy/acls.toml`, so the
 //! Kubernetes cluster cannot drift from the local one. Offline: no cluster needed.
 
@@ -18,7 +18,7 @@ fn read(rel: &str) -> String {
     std::fs::read_to_string(repo_file(rel)).unwrap_or_else(|e| panic!("read {rel}: {e}"))
 }
 
-const COMMITTED: &str = "deploy/strimzi/topics-and-users.json";
+const COMMITTED: &str = "deploy/strimzi/base/topics-and-users.json";
 
 #[test]
 fn strimzi_committed_render_is_current() {

@@ -196,6 +196,11 @@ impl Stack {
         Ok(stack)
     }
 
+    /// The stack's topics (prefixed names).
+    pub fn topics(&self) -> &[String] {
+        &self.topics
+    }
+
     /// The process id of a running service.
     pub fn pid(&self, name: &str) -> Option<u32> {
         self.children.get(name).map(Child::id)

@@ -30,8 +30,12 @@ pub(crate) struct Matcher {
     /// Units of the restock (0 without one).
     restock_units: i64,
     reserved_at: Vec<AtomicU64>,
+    sold_at: Vec<AtomicU64>,
     restocked_at: Vec<AtomicU64>,
     reserved: AtomicU64,
+    /// Orders whose sale (payment completed: `on_hand` below the restock) became
+    /// readable.
+    pub(crate) sold: AtomicU64,
     /// Orders whose first visible effect was the sale (order and payment in one epoch).
     pub(crate) sale_first: AtomicU64,
     /// SKUs whose restock became readable.
@@ -57,8 +61,10 @@ impl Matcher {
             prefix,
             restock_units,
             reserved_at: slots(orders),
+            sold_at: slots(orders),
             restocked_at: slots(orders),
             reserved: AtomicU64::new(0),
+            sold: AtomicU64::new(0),
             sale_first: AtomicU64::new(0),
             restocked: AtomicU64::new(0),
             records: AtomicU64::new(0),
@@ -80,6 +86,13 @@ impl Matcher {
     /// When order `i`'s effect (reservation or sale) became readable.
     pub(crate) fn reserved_at(&self, i: u64) -> Option<Instant> {
         let slot = self.reserved_at.get(i as usize)?;
+        self.instant(slot.load(Ordering::Acquire))
+    }
+
+    /// When order `i`'s sale (its payment completed, `on_hand` below the restock) became
+    /// readable.
+    pub(crate) fn sold_at(&self, i: u64) -> Option<Instant> {
+        let slot = self.sold_at.get(i as usize)?;
         self.instant(slot.load(Ordering::Acquire))
     }
 
@@ -119,6 +132,9 @@ impl Matcher {
                     let first = Self::first(self.reserved_at.get(i), stamp, &self.reserved);
                     if first && event.reserved == 0 {
                         self.sale_first.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if event.on_hand < self.restock_units {
+                        Self::first(self.sold_at.get(i), stamp, &self.sold);
                     }
                 } else if event.on_hand > 0 {
                     Self::first(self.restocked_at.get(i), stamp, &self.restocked);

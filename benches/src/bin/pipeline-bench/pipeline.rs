@@ -19,11 +19,13 @@ use futures::StreamExt;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::floor::Floor;
+use crate::cost::{Offsets, Processes, records_between};
+use crate::floor::{Floor, run_floor};
 use crate::matcher::{Matcher, start_matcher};
 use crate::plan::{Args, Plan};
 use crate::report::fmt_opt;
-use crate::step::{Ctx, StepReport, report_step, run_load};
+use crate::step::{Ctx, StepReport, ratio, report_step, run_load};
+use crate::transactions::Scrape;
 
 /// Restocks every SKU of the run through ingress and waits until the restocks are
 /// readable; returns (accepted, failed, seconds).
@@ -82,9 +84,49 @@ async fn restock(ctx: &Ctx<'_>, orders: u64, run_id: &str) -> anyhow::Result<(u6
     ))
 }
 
+/// Kafka's floor measured twice with the services running: idle, after the warm-up and
+/// before the loads (the one the loads are compared with), and after the loads.
+#[derive(Debug, Clone, Default, Serialize)]
+pub(crate) struct Floors {
+    pub(crate) before: Option<Floor>,
+    pub(crate) after: Option<Floor>,
+    pub(crate) error: Option<String>,
+}
+
+/// The floor unless skipped; a failure is reported, not fatal.
+async fn floor(
+    args: &Args,
+    plan: &Plan,
+    run_id: &str,
+    record_size: usize,
+    when: &str,
+    errors: &mut Vec<String>,
+) -> Option<Floor> {
+    if args.skip_floor {
+        return None;
+    }
+    eprintln!("floor ({when}), with the services running idle ...");
+    match run_floor(
+        &benches::cluster::kafka_settings(),
+        plan,
+        &format!("{run_id}-{when}"),
+        record_size,
+    )
+    .await
+    {
+        Ok(f) => Some(f),
+        Err(e) => {
+            eprintln!("floor ({when}) failed: {e:#}");
+            errors.push(format!("{when}: {e:#}"));
+            None
+        }
+    }
+}
+
 /// The pipeline part of `bench.json`.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct PipelineReport {
+    pub(crate) floors: Floors,
     pub(crate) stack_prefix: String,
     pub(crate) workers: usize,
     pub(crate) restock: serde_json::Value,
@@ -92,16 +134,28 @@ pub(crate) struct PipelineReport {
     pub(crate) steps: Vec<StepReport>,
     pub(crate) skipped_rates: Vec<f64>,
     pub(crate) highest_sustained_per_sec: Option<f64>,
+    /// The same under the fixed p99 limit (`--p99-limit-ms`).
+    pub(crate) highest_sustained_fixed_limit_per_sec: Option<f64>,
     pub(crate) consumer: serde_json::Value,
 }
 
-/// Starts the stack, restocks, warms up and runs every load; the stack is shut down
-/// whatever happens.
+/// The largest offered rate of the steps `pick` accepts.
+fn highest(steps: &[StepReport], pick: impl Fn(&StepReport) -> bool) -> Option<f64> {
+    steps
+        .iter()
+        .filter(|s| pick(s))
+        .map(|s| s.offered_per_sec)
+        .fold(None, |a: Option<f64>, r| Some(a.map_or(r, |a| a.max(r))))
+}
+
+/// Starts the stack, restocks, warms up, measures Kafka's floor with the services idle,
+/// runs every load, and measures the floor again; the stack is shut down whatever
+/// happens.
 pub(crate) async fn run_pipeline(
     args: &Args,
     plan: &Plan,
     mix: Arc<OrderMix>,
-    floor: Option<&Floor>,
+    record_size: usize,
     run_id: &str,
 ) -> anyhow::Result<PipelineReport> {
     let warm = (plan.warmup_rate * plan.warmup_s as f64).round() as u64;
@@ -173,7 +227,19 @@ pub(crate) async fn run_pipeline(
             let warmup = json!({"rate": plan.warmup_rate, "seconds": plan.warmup_s,
                 "accepted": w.ok(), "readable": (0..warm).filter(|i| matcher.reserved_at(*i).is_some()).count()});
             tokio::time::sleep(Duration::from_secs(plan.settle_s)).await;
+            let mut floor_errors = Vec::new();
+            let before = floor(args, plan, run_id, record_size, "before", &mut floor_errors).await;
+            tokio::time::sleep(Duration::from_secs(plan.settle_s)).await;
 
+            let processes = Processes::of(&stack);
+            let offsets = Offsets::new(&stack.kafka, &stack)?;
+            let offsets = Arc::new(offsets);
+            let ends = || {
+                let offsets = offsets.clone();
+                async move { tokio::task::spawn_blocking(move || offsets.ends()).await }
+            };
+            let http = reqwest::Client::new();
+            let scrape = || Scrape::now(&http, &stack.payment_url, &stack.endpoints.views_rest);
             let mut steps = Vec::new();
             let mut skipped_rates = Vec::new();
             let mut first = warm;
@@ -184,10 +250,20 @@ pub(crate) async fn run_pipeline(
                 }
                 let label = format!("load {}/{} at {rate}/s", k + 1, plan.rates.len());
                 eprintln!("{label}: {count} orders over {} s, open loop ...", plan.step_s);
-                let cpu0 = CpuSample::now();
+                let (cpu0, ends0, scrape0) = (CpuSample::now(), ends().await?, scrape().await);
+                let used0 = processes.read();
                 let run = run_load(&ctx, &label, rate, plan.step_s, first).await;
-                let cpu = CpuSample::now().busy_pct_since(cpu0);
-                let step = report_step(&ctx, &run, rate, plan.step_s, cpu, floor);
+                let used = processes.read();
+                let (cpu, ends1, scrape1) = (CpuSample::now().busy_pct_since(cpu0), ends().await?, scrape().await);
+                let mut step = report_step(&ctx, &run, rate, plan.step_s, cpu, before.as_ref());
+                let cost = used.since(&used0, step.accepted);
+                let records = records_between(&ends0, &ends1, cost.seconds);
+                step.ratio_kafka_records_vs_producer_performance = before
+                    .as_ref()
+                    .and_then(|f| ratio(records.moved_per_sec, f.producer_performance.records_per_sec));
+                step.cpu = Some(cost);
+                step.kafka_records = Some(records);
+                step.transactions = Some(scrape1.since(&scrape0));
                 eprintln!(
                     "{label}: accepted {:.1}/s, e2e p50 {} p99 {} ms, drain {}, {}",
                     step.achieved_per_sec,
@@ -204,19 +280,23 @@ pub(crate) async fn run_pipeline(
                 first += count;
                 tokio::time::sleep(Duration::from_secs(plan.settle_s)).await;
             }
-            let highest = steps
-                .iter()
-                .filter(|s| s.sustained)
-                .map(|s| s.offered_per_sec)
-                .fold(None, |a: Option<f64>, r| Some(a.map_or(r, |a| a.max(r))));
+            let after = floor(args, plan, run_id, record_size, "after", &mut floor_errors).await;
+            let highest_sustained = highest(&steps, |s| s.sustained);
+            let highest_fixed = highest(&steps, |s| s.sustained_fixed_limit);
             anyhow::Ok(PipelineReport {
+                floors: Floors {
+                    before,
+                    after,
+                    error: (!floor_errors.is_empty()).then(|| floor_errors.join("; ")),
+                },
                 stack_prefix: stack.prefix.clone(),
                 workers: args.workers,
                 restock,
                 warmup,
                 steps,
                 skipped_rates,
-                highest_sustained_per_sec: highest,
+                highest_sustained_per_sec: highest_sustained,
+                highest_sustained_fixed_limit_per_sec: highest_fixed,
                 consumer: json!({
                     "isolation_level": "read_committed",
                     "fetch_wait_max_ms": args.fetch_wait_ms,

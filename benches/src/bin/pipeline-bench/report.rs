@@ -4,12 +4,15 @@
 //! Why one place: `benches/README.md` and the top-level README quote these tables and
 //! JSON keys, so their wording and layout change only here, on purpose.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use anyhow::Context;
 
+use crate::cost::CpuCost;
 use crate::floor::Floor;
 use crate::pipeline::PipelineReport;
+use crate::step::StepReport;
 
 /// `v` with `digits` decimals, or `–` when there is none.
 pub(crate) fn fmt_opt(v: Option<f64>, digits: usize) -> String {
@@ -50,36 +53,45 @@ pub(crate) fn markdown(
          shares this machine.\n\n",
         report["record_size_bytes"]
     ));
-    s.push_str("### Kafka's floor\n\n| tool | records | records/s | avg ms | p50 ms | p99 ms |\n|---|---|---|---|---|---|\n");
+    s.push_str(
+        "### Kafka's floor (measured with the services running idle, before and after the loads)\n\n\
+         | tool | when | records | records/s | avg ms | p50 ms | p99 ms |\n|---|---|---|---|---|---|---|\n",
+    );
+    let after = pipe.and_then(|p| p.floors.after.as_ref());
     match floor {
         Some(f) => {
-            let (p, e) = (&f.producer_performance, &f.end_to_end_latency);
-            s.push_str(&format!(
-                "| ProducerPerformance (max throughput, lz4, linger 5 ms) | {} | {:.0} | {:.1} | {:.0} | {:.0} |\n",
-                p.records, p.records_per_sec, p.avg_ms, p.p50_ms, p.p99_ms
-            ));
-            s.push_str(&format!(
-                "| EndToEndLatency (one hop, one record at a time) | {} | – | {:.2} | {:.0} | {:.0} |\n\n",
-                e.records, e.avg_ms, e.p50_ms, e.p99_ms
-            ));
+            for (when, f) in [("before", Some(f)), ("after", after)] {
+                let Some(f) = f else { continue };
+                let (p, e) = (&f.producer_performance, &f.end_to_end_latency);
+                s.push_str(&format!(
+                    "| ProducerPerformance (max throughput, lz4, linger 5 ms) | {when} | {} | {:.0} | {:.1} | {:.0} | {:.0} |\n",
+                    p.records, p.records_per_sec, p.avg_ms, p.p50_ms, p.p99_ms
+                ));
+                s.push_str(&format!(
+                    "| EndToEndLatency (one hop, one record at a time) | {when} | {} | – | {:.2} | {:.0} | {:.0} |\n",
+                    e.records, e.avg_ms, e.p50_ms, e.p99_ms
+                ));
+            }
+            s.push('\n');
         }
         None => s.push_str(&format!(
-            "| not measured: {} | | | | | |\n\n",
+            "| not measured: {} | | | | | | |\n\n",
             report["floor_error"].as_str().unwrap_or("skipped")
         )),
     }
     s.push_str(
         "### Pipeline: `POST /v1/orders` answered 201 → its `stock.updated` readable (read_committed)\n\n\
          | offered /s | accepted /s | errors | POST p50 / p99 ms | e2e p50 ms | p95 ms | p99 ms | max ms \
-         | backlog at end | drain s | CPU busy | sustained | p50 / floor p50 | p99 / floor p99 | rate / ProducerPerformance |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+         | sale p50 / p99 ms | backlog at end | drain s | CPU busy | sustained (p99 ≤ 4 × floor) | sustained (p99 < fixed limit) \
+         | p50 / floor p50 | p99 / floor p99 | rate / ProducerPerformance | Kafka records/s (written + read) / ProducerPerformance |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     match pipe {
         Some(p) => {
             for st in &p.steps {
                 let e = st.end_to_end;
                 s.push_str(&format!(
-                    "| {} | {:.1} | {} | {} / {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                    "| {} | {:.1} | {} | {} / {} | {} | {} | {} | {} | {} / {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
                     st.offered_per_sec,
                     st.achieved_per_sec,
                     st.failed + st.skipped,
@@ -89,23 +101,38 @@ pub(crate) fn markdown(
                     fmt_opt(e.map(|x| x.p95_ms), 1),
                     fmt_opt(e.map(|x| x.p99_ms), 1),
                     fmt_opt(e.map(|x| x.max_ms), 1),
+                    fmt_opt(st.sale.map(|x| x.p50_ms), 1),
+                    fmt_opt(st.sale.map(|x| x.p99_ms), 1),
                     st.outstanding_at_end,
                     st.drain_s.map(|d| format!("{d:.2}")).unwrap_or_else(|| "did not".into()),
                     st.cpu_busy_pct.map(|c| format!("{c:.0} %")).unwrap_or_default(),
-                    if st.sustained { "yes" } else { "no" },
+                    if st.sustained {
+                        format!("yes (≤ {:.0} ms)", st.p99_limit_ms)
+                    } else {
+                        format!("no (> {:.0} ms)", st.p99_limit_ms)
+                    },
+                    if st.sustained_fixed_limit { "yes" } else { "no" },
                     fmt_opt(st.ratio_p50_vs_floor, 1),
                     fmt_opt(st.ratio_p99_vs_floor, 1),
                     fmt_opt(st.ratio_rate_vs_producer_performance, 4),
+                    match &st.kafka_records {
+                        Some(k) => format!(
+                            "{:.0} ({})",
+                            k.moved_per_sec,
+                            fmt_opt(st.ratio_kafka_records_vs_producer_performance, 3)
+                        ),
+                        None => "–".into(),
+                    },
                 ));
             }
             for r in &p.skipped_rates {
                 s.push_str(&format!(
-                    "| {r} | not run: a lower load was overloaded | | | | | | | | | | | | | |\n"
+                    "| {r} | not run: a lower load was overloaded | | | | | | | | | | | | | | | | |\n"
                 ));
             }
             let pp = floor.map(|f| f.producer_performance.records_per_sec);
             s.push_str(&format!(
-                "\nHighest sustained load: **{}** orders/s{}.  \nRule: {RULE} (p99 limit {} ms, drain limit {} s).\n",
+                "\nHighest sustained load: **{}** orders/s{} (under the fixed p99 limit: {} orders/s).  \nRule: {RULE} (p99 limit 4 × the floor's one-hop p99 of the run, or the fixed {} ms; drain limit {} s).\n",
                 fmt_opt(p.highest_sustained_per_sec, 0),
                 match (p.highest_sustained_per_sec, pp) {
                     (Some(h), Some(pp)) if pp > 0.0 => format!(
@@ -114,6 +141,7 @@ pub(crate) fn markdown(
                     ),
                     _ => String::new(),
                 },
+                fmt_opt(p.highest_sustained_fixed_limit_per_sec, 0),
                 report["settings"]["p99_limit_ms"],
                 report["settings"]["drain_limit_s"],
             ));
@@ -132,11 +160,77 @@ pub(crate) fn markdown(
                     st.not_sustained_because.join("; ")
                 ));
             }
+            s.push_str(&cost_tables(&p.steps));
         }
         None => s.push_str(&format!(
-            "| not measured: {} | | | | | | | | | | | | | | |\n",
+            "| not measured: {} | | | | | | | | | | | | | | | | | |\n",
             report["pipeline_error"].as_str().unwrap_or("?")
         )),
+    }
+    s
+}
+
+/// Per load: CPU seconds per 1,000 orders of every process, and the transactions.
+fn cost_tables(steps: &[StepReport]) -> String {
+    let mut s = String::new();
+    let names: BTreeSet<&String> = steps
+        .iter()
+        .filter_map(|st| st.cpu.as_ref())
+        .flat_map(|c| c.per_process.keys())
+        .collect();
+    if names.is_empty() {
+        return s;
+    }
+    s.push_str("\n### CPU seconds per 1,000 accepted orders, per process (the load and its drain)\n\n| process |");
+    for st in steps {
+        s.push_str(&format!(" {}/s |", st.offered_per_sec));
+    }
+    s.push_str("\n|---|");
+    s.push_str(&"---|".repeat(steps.len()));
+    s.push('\n');
+    let row = |label: &str, pick: &dyn Fn(&CpuCost) -> Option<f64>| {
+        let mut line = format!("| {label} |");
+        for st in steps {
+            line.push_str(&format!(
+                " {} |",
+                fmt_opt(st.cpu.as_ref().and_then(pick), 2)
+            ));
+        }
+        line.push('\n');
+        line
+    };
+    for name in names {
+        s.push_str(&row(name, &|c| {
+            c.per_process.get(name).and_then(|p| p.per_1000_orders)
+        }));
+    }
+    s.push_str(&row("**the three services**", &|c| {
+        c.services_per_1000_orders
+    }));
+    s.push_str(&row("**the three brokers**", &|c| {
+        c.brokers_per_1000_orders
+    }));
+    s.push_str(&row("**all**", &|c| c.all_per_1000_orders));
+    s.push_str(
+        "\n### Transactions (from the services' /metrics, over the load and its drain)\n\n\
+         | offered /s | payment txns | payment mean ms | orders per payment txn | sink txns | sink mean ms \
+         | records per sink txn | epochs per sink txn | Kafka records written /s |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
+    );
+    for st in steps {
+        let t = st.transactions.unwrap_or_default();
+        s.push_str(&format!(
+            "| {} | {:.0} | {} | {} | {:.0} | {} | {} | {} | {} |\n",
+            st.offered_per_sec,
+            t.payment.transactions,
+            fmt_opt(t.payment.mean_ms, 1),
+            fmt_opt(t.payment.records_per_transaction, 1),
+            t.sink.transactions,
+            fmt_opt(t.sink.mean_ms, 1),
+            fmt_opt(t.sink.records_per_transaction, 1),
+            fmt_opt(t.sink.epochs_per_transaction, 1),
+            fmt_opt(st.kafka_records.as_ref().map(|k| k.written_per_sec), 0),
+        ));
     }
     s
 }

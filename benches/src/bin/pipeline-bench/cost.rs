@@ -1,0 +1,331 @@
+//! What one load costs: the CPU seconds of every process that takes part, per 1,000
+//! orders; the records Kafka moved for it; the services' transactions.
+//!
+//! Why: a latency or a rate alone cannot say where the two cores went. On this machine
+//! three brokers, the registry, the monitoring stack, the three services and the load
+//! generator share them, so each process's CPU seconds over the same step (read from
+//! `/proc/<pid>/stat`, user + system) are the breakdown that tells which part to cut.
+//! The benchmark's own process is split by thread: the `stock.updated` reader (its own
+//! named thread) and the rest, the load generator. Kafka's work is counted the way
+//! `ProducerPerformance` counts its own: records appended to the stack's topics (end
+//! offsets; transaction markers take an offset each, so they count too), and records
+//! read by the consumers that read each topic.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use benches::cluster::run_dir;
+use benches::machine::{process_cpu_seconds, thread_cpu_seconds};
+use benches::stack::Stack;
+use eventbus::client::{self, ReaderOptions};
+use eventbus::context::BusContext;
+use eventbus::kafka::{BaseConsumer, Consumer};
+use eventbus::{BusMetrics, KafkaSettings};
+use serde::Serialize;
+
+/// The name the matcher's reader thread has in `/proc` (thread names are cut at 15
+/// bytes).
+const READER_THREAD: &str = "stock-updated-r";
+
+/// The platform's processes (from `make up`'s pid files) whose CPU counts.
+const PLATFORM: &[&str] = &[
+    "kafka-1",
+    "kafka-2",
+    "kafka-3",
+    "registry",
+    "prometheus",
+    "victoria-metrics",
+    "victoria-logs",
+    "vlagent",
+];
+
+/// How many of the stack's services read each topic, by the topic's unprefixed name:
+/// payment and the pipeline read order.created, the pipeline its four other inputs,
+/// the benchmark's matcher stock.updated; nothing reads the progress topic, the DLQs
+/// or snapshots while running.
+fn readers(topic: &str) -> u64 {
+    match topic {
+        "order-service.order.created" => 2,
+        "order-service.order.updated"
+        | "inventory-service.stock.adjusted"
+        | "payment-service.payment.completed"
+        | "payment-service.payment.failed"
+        | "inventory-service.stock.updated" => 1,
+        _ => 0,
+    }
+}
+
+/// The processes of one run: `(name, pid)`.
+pub(crate) struct Processes(Vec<(String, u32)>);
+
+impl Processes {
+    /// The platform's processes that are running, the stack's services, and this
+    /// process.
+    pub(crate) fn of(stack: &Stack) -> Processes {
+        let mut list = Vec::new();
+        for name in PLATFORM {
+            let pid = std::fs::read_to_string(run_dir().join("pids").join(format!("{name}.pid")))
+                .ok()
+                .and_then(|s| s.trim().parse::<u32>().ok())
+                .filter(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
+            if let Some(pid) = pid {
+                list.push((name.to_string(), pid));
+            }
+        }
+        for name in ["ingress", "payment", "pipeline"] {
+            if let Some(pid) = stack.pid(name) {
+                list.push((name.to_string(), pid));
+            }
+        }
+        Processes(list)
+    }
+
+    /// CPU seconds of each process now; this process as `load generator` and
+    /// `stock.updated reader`.
+    pub(crate) fn read(&self) -> CpuReading {
+        let mut seconds: BTreeMap<String, f64> = self
+            .0
+            .iter()
+            .map(|(name, pid)| (name.clone(), process_cpu_seconds(*pid)))
+            .collect();
+        let me = std::process::id();
+        let reader = thread_cpu_seconds(me)
+            .get(READER_THREAD)
+            .copied()
+            .unwrap_or(0.0);
+        seconds.insert("stock.updated reader".into(), reader);
+        seconds.insert(
+            "load generator".into(),
+            (process_cpu_seconds(me) - reader).max(0.0),
+        );
+        CpuReading {
+            at: Instant::now(),
+            seconds,
+        }
+    }
+}
+
+/// CPU seconds per process at one moment.
+#[derive(Debug, Clone)]
+pub(crate) struct CpuReading {
+    at: Instant,
+    seconds: BTreeMap<String, f64>,
+}
+
+/// One process's share of a step.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct ProcessCpu {
+    pub(crate) cpu_seconds: f64,
+    /// CPU seconds per 1,000 accepted orders.
+    pub(crate) per_1000_orders: Option<f64>,
+    /// Share of one core over the step, %.
+    pub(crate) core_pct: f64,
+}
+
+/// The CPU of a step, per process and summed.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct CpuCost {
+    pub(crate) seconds: f64,
+    pub(crate) per_process: BTreeMap<String, ProcessCpu>,
+    /// The three services (ingress, payment, pipeline), per 1,000 orders.
+    pub(crate) services_per_1000_orders: Option<f64>,
+    /// The three brokers, per 1,000 orders.
+    pub(crate) brokers_per_1000_orders: Option<f64>,
+    /// Every process counted, per 1,000 orders.
+    pub(crate) all_per_1000_orders: Option<f64>,
+}
+
+impl CpuReading {
+    /// What happened between `earlier` and this reading, for `orders` accepted orders.
+    pub(crate) fn since(&self, earlier: &CpuReading, orders: usize) -> CpuCost {
+        let wall = (self.at - earlier.at).as_secs_f64().max(1e-9);
+        let per_1000 = |s: f64| (orders > 0).then(|| s * 1000.0 / orders as f64);
+        let per_process: BTreeMap<String, ProcessCpu> = self
+            .seconds
+            .iter()
+            .map(|(name, now)| {
+                let s = (now - earlier.seconds.get(name).copied().unwrap_or(*now)).max(0.0);
+                (
+                    name.clone(),
+                    ProcessCpu {
+                        cpu_seconds: s,
+                        per_1000_orders: per_1000(s),
+                        core_pct: 100.0 * s / wall,
+                    },
+                )
+            })
+            .collect();
+        let sum = |pick: &dyn Fn(&str) -> bool| -> f64 {
+            per_process
+                .iter()
+                .filter(|(n, _)| pick(n))
+                .map(|(_, p)| p.cpu_seconds)
+                .sum()
+        };
+        CpuCost {
+            seconds: wall,
+            services_per_1000_orders: per_1000(sum(&|n| {
+                matches!(n, "ingress" | "payment" | "pipeline")
+            })),
+            brokers_per_1000_orders: per_1000(sum(&|n| n.starts_with("kafka-"))),
+            all_per_1000_orders: per_1000(sum(&|_| true)),
+            per_process,
+        }
+    }
+}
+
+/// The end offsets of the stack's topics, read with a reader that never fetches (so its
+/// ListOffsets requests never wait behind a long-polling Fetch).
+pub(crate) struct Offsets {
+    reader: BaseConsumer,
+    /// `(prefixed topic, unprefixed name, partitions)`.
+    topics: Vec<(String, String, i32)>,
+}
+
+/// Records appended to the stack's topics over a step, and read by their consumers.
+#[derive(Debug, Clone, Default, Serialize)]
+pub(crate) struct KafkaRecords {
+    pub(crate) written: u64,
+    pub(crate) read: u64,
+    pub(crate) written_per_sec: f64,
+    /// Written + read, per second: the figure to set beside ProducerPerformance's.
+    pub(crate) moved_per_sec: f64,
+    /// Records written per unprefixed topic.
+    pub(crate) written_per_topic: BTreeMap<String, u64>,
+}
+
+/// End offsets per unprefixed topic name.
+pub(crate) type Ends = BTreeMap<String, u64>;
+
+impl Offsets {
+    /// A reader for `stack`'s topics.
+    pub(crate) fn new(kafka: &KafkaSettings, stack: &Stack) -> anyhow::Result<Offsets> {
+        let reader = client::reader(
+            kafka,
+            &ReaderOptions::default(),
+            BusContext::new("pipeline-bench/offsets", None, BusMetrics::default()),
+        )?;
+        let mut topics = Vec::new();
+        for topic in stack.topics() {
+            let partitions = client::partition_count(&reader, topic, Duration::from_secs(10))?;
+            let name = topic
+                .strip_prefix(&stack.prefix)
+                .unwrap_or(topic)
+                .to_owned();
+            topics.push((topic.clone(), name, partitions));
+        }
+        Ok(Offsets { reader, topics })
+    }
+
+    /// The sum of the end offsets of each topic (blocking; partitions that do not
+    /// answer count as 0).
+    pub(crate) fn ends(&self) -> Ends {
+        self.topics
+            .iter()
+            .map(|(topic, name, partitions)| {
+                let sum = (0..*partitions)
+                    .filter_map(|p| {
+                        self.reader
+                            .fetch_watermarks(topic, p, Duration::from_secs(5))
+                            .ok()
+                    })
+                    .map(|(_, high)| high.max(0) as u64)
+                    .sum();
+                (name.clone(), sum)
+            })
+            .collect()
+    }
+}
+
+/// The records between two readings of [`Offsets::ends`], `seconds` apart.
+pub(crate) fn records_between(before: &Ends, after: &Ends, seconds: f64) -> KafkaRecords {
+    let written_per_topic: BTreeMap<String, u64> = after
+        .iter()
+        .map(|(name, end)| {
+            (
+                name.clone(),
+                end.saturating_sub(before.get(name).copied().unwrap_or(*end)),
+            )
+        })
+        .collect();
+    let written = written_per_topic.values().sum();
+    let read = written_per_topic
+        .iter()
+        .map(|(name, n)| n * readers(name))
+        .sum();
+    let seconds = seconds.max(1e-9);
+    KafkaRecords {
+        written,
+        read,
+        written_per_sec: written as f64 / seconds,
+        moved_per_sec: (written + read) as f64 / seconds,
+        written_per_topic,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reading(at: Instant, pairs: &[(&str, f64)]) -> CpuReading {
+        CpuReading {
+            at,
+            seconds: pairs.iter().map(|(n, s)| (n.to_string(), *s)).collect(),
+        }
+    }
+
+    #[test]
+    fn cpu_is_split_per_process_and_per_thousand_orders() {
+        let t0 = Instant::now();
+        let a = reading(
+            t0,
+            &[
+                ("kafka-1", 10.0),
+                ("ingress", 1.0),
+                ("payment", 2.0),
+                ("load generator", 0.5),
+            ],
+        );
+        let b = reading(
+            t0 + Duration::from_secs(10),
+            &[
+                ("kafka-1", 14.0),
+                ("ingress", 2.0),
+                ("payment", 2.5),
+                ("load generator", 1.5),
+            ],
+        );
+        let cost = b.since(&a, 500);
+        assert_eq!(cost.per_process["kafka-1"].cpu_seconds, 4.0);
+        assert_eq!(cost.per_process["kafka-1"].per_1000_orders, Some(8.0));
+        assert_eq!(cost.per_process["kafka-1"].core_pct, 40.0);
+        assert_eq!(cost.services_per_1000_orders, Some(3.0));
+        assert_eq!(cost.brokers_per_1000_orders, Some(8.0));
+        assert_eq!(cost.all_per_1000_orders, Some(13.0));
+        // No orders, no per-order figure.
+        assert_eq!(b.since(&a, 0).all_per_1000_orders, None);
+    }
+
+    #[test]
+    fn records_count_appends_and_their_readers() {
+        let before: Ends = [
+            ("order-service.order.created".to_string(), 100),
+            ("inventory-service.progress".to_string(), 7),
+        ]
+        .into();
+        let after: Ends = [
+            ("order-service.order.created".to_string(), 150),
+            ("inventory-service.progress".to_string(), 17),
+        ]
+        .into();
+        let r = records_between(&before, &after, 10.0);
+        assert_eq!(r.written, 60);
+        // order.created is read twice (payment, pipeline), progress by nobody.
+        assert_eq!(r.read, 100);
+        assert_eq!(r.written_per_sec, 6.0);
+        assert_eq!(r.moved_per_sec, 16.0);
+        // An offset that went backwards (a recreated topic) counts as nothing.
+        let r = records_between(&after, &before, 1.0);
+        assert_eq!(r.written, 0);
+    }
+}

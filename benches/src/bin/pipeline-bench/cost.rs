@@ -23,9 +23,12 @@ use eventbus::kafka::{BaseConsumer, Consumer};
 use eventbus::{BusMetrics, KafkaSettings};
 use serde::Serialize;
 
-/// The name the matcher's reader thread has in `/proc` (thread names are cut at 15
-/// bytes).
-const READER_THREAD: &str = "stock-updated-r";
+/// The bench's reader threads as `/proc` names them (names are cut at 15 bytes), and
+/// as the report does.
+const READER_THREADS: &[(&str, &str)] = &[
+    ("stock-updated-r", "stock.updated reader"),
+    ("stage-reader", "stage reader"),
+];
 
 /// The platform's processes (from `make up`'s pid files) whose CPU counts.
 const PLATFORM: &[&str] = &[
@@ -66,7 +69,8 @@ impl Processes {
         for name in PLATFORM {
             let pid = std::fs::read_to_string(run_dir().join("pids").join(format!("{name}.pid")))
                 .ok()
-                .and_then(|s| s.trim().parse::<u32>().ok())
+                // `<pid> <start time>`: the platform script's pid files.
+                .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
                 .filter(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
             if let Some(pid) = pid {
                 list.push((name.to_string(), pid));
@@ -80,8 +84,8 @@ impl Processes {
         Processes(list)
     }
 
-    /// CPU seconds of each process now; this process as `load generator` and
-    /// `stock.updated reader`.
+    /// CPU seconds of each process now; this process as its reader threads and the
+    /// rest, the `load generator`.
     pub(crate) fn read(&self) -> CpuReading {
         let mut seconds: BTreeMap<String, f64> = self
             .0
@@ -89,14 +93,16 @@ impl Processes {
             .map(|(name, pid)| (name.clone(), process_cpu_seconds(*pid)))
             .collect();
         let me = std::process::id();
-        let reader = thread_cpu_seconds(me)
-            .get(READER_THREAD)
-            .copied()
-            .unwrap_or(0.0);
-        seconds.insert("stock.updated reader".into(), reader);
+        let threads = thread_cpu_seconds(me);
+        let mut readers = 0.0;
+        for (thread, label) in READER_THREADS {
+            let s = threads.get(*thread).copied().unwrap_or(0.0);
+            readers += s;
+            seconds.insert((*label).into(), s);
+        }
         seconds.insert(
             "load generator".into(),
-            (process_cpu_seconds(me) - reader).max(0.0),
+            (process_cpu_seconds(me) - readers).max(0.0),
         );
         CpuReading {
             at: Instant::now(),

@@ -47,7 +47,9 @@ mod floor;
 mod matcher;
 mod pipeline;
 mod plan;
+mod reader;
 mod report;
+mod stages;
 mod step;
 mod transactions;
 

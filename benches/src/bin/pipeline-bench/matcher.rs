@@ -1,21 +1,19 @@
 //! The matching consumer: when each order's effect on its own SKU became readable on
 //! `stock.updated` with read_committed.
 //!
-//! Why a thread and runtime of its own: the load's thousands of request tasks must never
-//! delay the clock that stamps a record as readable, or the end-to-end figures would
-//! include the load generator's queueing.
+//! It runs on a [`crate::reader`] thread: the load's thousands of request tasks must
+//! never delay the clock that stamps a record as readable, or the end-to-end figures
+//! would include the load generator's queueing.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
 use benches::load::unique_index;
-use eventbus::client::{self, GroupOptions};
-use eventbus::context::BusContext;
-use eventbus::kafka::{Consumer, Message, Offset, TopicPartitionList};
-use eventbus::{KafkaSettings, RegistryClient, RegistryConfig};
+use eventbus::RegistryClient;
+use eventbus::kafka::{BorrowedMessage, Message};
 use schemas::StockUpdated;
+
+use crate::reader::{OnRecord, create_time_ms};
 
 /// Per order index: when its SKU's restock and the order's effect became readable.
 ///
@@ -31,6 +29,8 @@ pub(crate) struct Matcher {
     restock_units: i64,
     reserved_at: Vec<AtomicU64>,
     sold_at: Vec<AtomicU64>,
+    /// The sale record's timestamp (the sink's produce time, ms since the epoch).
+    sale_record_ms: Vec<AtomicU64>,
     restocked_at: Vec<AtomicU64>,
     reserved: AtomicU64,
     /// Orders whose sale (payment completed: `on_hand` below the restock) became
@@ -62,6 +62,7 @@ impl Matcher {
             restock_units,
             reserved_at: slots(orders),
             sold_at: slots(orders),
+            sale_record_ms: slots(orders),
             restocked_at: slots(orders),
             reserved: AtomicU64::new(0),
             sold: AtomicU64::new(0),
@@ -96,6 +97,13 @@ impl Matcher {
         self.instant(slot.load(Ordering::Acquire))
     }
 
+    /// The timestamp of order `i`'s sale record (the sink's produce time), ms since the
+    /// epoch.
+    pub(crate) fn sale_record_ms(&self, i: u64) -> Option<u64> {
+        let ms = self.sale_record_ms.get(i as usize)?.load(Ordering::Relaxed);
+        (ms > 0).then_some(ms)
+    }
+
     /// Sets `slot` unless already set; true if this was the first.
     fn first(slot: Option<&AtomicU64>, stamp: u64, counter: &AtomicU64) -> bool {
         let first = slot.is_some_and(|slot| {
@@ -107,12 +115,22 @@ impl Matcher {
         }
         first
     }
+}
+
+impl OnRecord for Matcher {
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    fn consumer_error(&self) {
+        self.consumer_errors.fetch_add(1, Ordering::Relaxed);
+    }
 
     async fn record(
         &self,
         registry: &RegistryClient,
         topic: &str,
-        msg: &impl Message,
+        msg: &BorrowedMessage<'_>,
         at: Instant,
     ) {
         self.records.fetch_add(1, Ordering::Relaxed);
@@ -133,8 +151,11 @@ impl Matcher {
                     if first && event.reserved == 0 {
                         self.sale_first.fetch_add(1, Ordering::Relaxed);
                     }
-                    if event.on_hand < self.restock_units {
-                        Self::first(self.sold_at.get(i), stamp, &self.sold);
+                    if event.on_hand < self.restock_units
+                        && Self::first(self.sold_at.get(i), stamp, &self.sold)
+                        && let Some(slot) = self.sale_record_ms.get(i)
+                    {
+                        slot.store(create_time_ms(msg), Ordering::Relaxed);
                     }
                 } else if event.on_hand > 0 {
                     Self::first(self.restocked_at.get(i), stamp, &self.restocked);
@@ -144,101 +165,5 @@ impl Matcher {
                 self.undecodable.fetch_add(1, Ordering::Relaxed);
             }
         }
-    }
-}
-
-/// Starts the read_committed consumer on a thread of its own (with its own runtime) and
-/// returns once all partitions are assigned.
-pub(crate) fn start_matcher(
-    kafka: &KafkaSettings,
-    topic: String,
-    matcher: Arc<Matcher>,
-    fetch_wait_ms: u64,
-) -> anyhow::Result<std::thread::JoinHandle<()>> {
-    // A read_committed stream consumer that is only `assign()`ed (below, from the
-    // beginning): it never joins its group and never commits.
-    let mut options =
-        GroupOptions::new(format!("pipeline-bench-{}", uuid::Uuid::new_v4().simple()));
-    options.read_committed = true;
-    options.tuning = client::tuning([
-        // The most the reader adds to a measured latency (`--fetch-wait-ms`).
-        ("fetch.wait.max.ms", fetch_wait_ms.to_string()),
-        // No statistics: they only feed a group lag gauge, and there are no group offsets.
-        ("statistics.interval.ms", "0".to_owned()),
-    ]);
-    let kafka = kafka.clone();
-    let registry = RegistryClient::new(&RegistryConfig::from_env())?;
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();
-    let handle = std::thread::Builder::new()
-        .name("stock-updated-reader".into())
-        .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    let _ = ready_tx.send(Err(anyhow::Error::new(e).context("runtime")));
-                    return;
-                }
-            };
-            rt.block_on(async move {
-                let context = BusContext::new(
-                    "pipeline-bench/stock-updated",
-                    None,
-                    eventbus::BusMetrics::default(),
-                );
-                let consumer = match client::group_consumer(&kafka, &options, context) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(anyhow::Error::new(e).context("consumer")));
-                        return;
-                    }
-                };
-                let assigned = (|| {
-                    let meta = consumer
-                        .fetch_metadata(Some(&topic), Duration::from_secs(10))
-                        .with_context(|| format!("metadata of {topic}"))?;
-                    let partitions = meta
-                        .topics()
-                        .first()
-                        .map(|t| t.partitions().len())
-                        .unwrap_or(0);
-                    if partitions == 0 {
-                        bail!("{topic} has no partitions");
-                    }
-                    let mut tpl = TopicPartitionList::new();
-                    for p in 0..partitions as i32 {
-                        tpl.add_partition_offset(&topic, p, Offset::Beginning)?;
-                    }
-                    consumer.assign(&tpl)?;
-                    anyhow::Ok(())
-                })();
-                let failed = assigned.is_err();
-                let _ = ready_tx.send(assigned);
-                if failed {
-                    return;
-                }
-                // Bounded: ends when told to, and in any case after a day.
-                let deadline = Instant::now() + Duration::from_secs(24 * 3600);
-                while !matcher.stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                    match tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await {
-                        Err(_) => {}
-                        Ok(Ok(msg)) => {
-                            let at = Instant::now();
-                            matcher.record(&registry, &topic, &msg, at).await;
-                        }
-                        Ok(Err(_)) => {
-                            matcher.consumer_errors.fetch_add(1, Ordering::Relaxed);
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                        }
-                    }
-                }
-            });
-        })?;
-    match ready_rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(Ok(())) => Ok(handle),
-        Ok(Err(e)) => Err(e.context("the stock.updated reader did not start")),
-        Err(_) => bail!("the stock.updated reader did not start within 60 s"),
     }
 }

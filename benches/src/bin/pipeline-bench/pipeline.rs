@@ -21,9 +21,11 @@ use serde_json::json;
 
 use crate::cost::{Offsets, Processes, records_between};
 use crate::floor::{Floor, run_floor};
-use crate::matcher::{Matcher, start_matcher};
+use crate::matcher::Matcher;
 use crate::plan::{Args, Plan};
+use crate::reader::start_reader;
 use crate::report::fmt_opt;
+use crate::stages::Stages;
 use crate::step::{Ctx, StepReport, ratio, report_step, run_load};
 use crate::transactions::Scrape;
 
@@ -196,17 +198,28 @@ pub(crate) async fn run_pipeline(
         } else {
             args.restock_units
         };
-        let matcher = Arc::new(Matcher::new(prefix, restock_units, orders));
-        let reader = start_matcher(
+        let matcher = Arc::new(Matcher::new(prefix.clone(), restock_units, orders));
+        let reader = start_reader(
             &stack.kafka,
-            stack.topic("inventory-service.stock.updated"),
+            "stock-updated-reader",
+            vec![stack.topic("inventory-service.stock.updated")],
             matcher.clone(),
+            args.fetch_wait_ms,
+        )?;
+        let created_topic = stack.topic("order-service.order.created");
+        let stages = Arc::new(Stages::new(prefix.clone(), created_topic.clone(), orders));
+        let stage_reader = start_reader(
+            &stack.kafka,
+            "stage-reader",
+            vec![created_topic, stack.topic("payment-service.payment.completed")],
+            stages.clone(),
             args.fetch_wait_ms,
         )?;
         let ctx = Ctx {
             client: Client::new(stack.endpoints.clone())?,
             mix: mix.clone(),
             matcher: matcher.clone(),
+            stages: stages.clone(),
             plan,
             args,
         };
@@ -305,12 +318,16 @@ pub(crate) async fn run_pipeline(
                     "foreign_keys": matcher.foreign.load(Ordering::Relaxed),
                     "undecodable": matcher.undecodable.load(Ordering::Relaxed),
                     "errors": matcher.consumer_errors.load(Ordering::Relaxed),
+                    "orders_sold": matcher.sold.load(Ordering::Relaxed),
+                    "stage_reader_undecodable": stages.undecodable.load(Ordering::Relaxed),
+                    "stage_reader_errors": stages.consumer_errors.load(Ordering::Relaxed),
                 }),
             })
         }
         .await;
         matcher.stop.store(true, Ordering::Relaxed);
-        let _ = tokio::task::spawn_blocking(move || reader.join()).await;
+        stages.stop.store(true, Ordering::Relaxed);
+        let _ = tokio::task::spawn_blocking(move || (reader.join(), stage_reader.join())).await;
         result
     }
     .await;

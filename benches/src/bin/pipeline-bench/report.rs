@@ -211,6 +211,7 @@ fn cost_tables(steps: &[StepReport]) -> String {
         c.brokers_per_1000_orders
     }));
     s.push_str(&row("**all**", &|c| c.all_per_1000_orders));
+    s.push_str(&stage_table(steps));
     s.push_str(
         "\n### Transactions (from the services' /metrics, over the load and its drain)\n\n\
          | offered /s | payment txns | payment mean ms | orders per payment txn | sink txns | sink mean ms \
@@ -231,6 +232,32 @@ fn cost_tables(steps: &[StepReport]) -> String {
             fmt_opt(t.sink.epochs_per_transaction, 1),
             fmt_opt(st.kafka_records.as_ref().map(|k| k.written_per_sec), 0),
         ));
+    }
+    s
+}
+
+/// Per load: the sale's latency by stage (p50 / p99 ms), from the records' timestamps.
+fn stage_table(steps: &[StepReport]) -> String {
+    let mut s = String::from(
+        "\n### One order's time by stage: p50 / p99 ms (from record timestamps; see `stages.rs`)\n\n| stage |",
+    );
+    for st in steps {
+        s.push_str(&format!(" {}/s |", st.offered_per_sec));
+    }
+    s.push_str("\n|---|");
+    s.push_str(&"---|".repeat(steps.len()));
+    s.push('\n');
+    for (k, name) in crate::stages::NAMES.iter().enumerate() {
+        s.push_str(&format!("| {name} |"));
+        for st in steps {
+            let summary = st.stages.get(k).and_then(|x| x.summary);
+            s.push_str(&format!(
+                " {} / {} |",
+                fmt_opt(summary.map(|x| x.p50_ms), 1),
+                fmt_opt(summary.map(|x| x.p99_ms), 1)
+            ));
+        }
+        s.push('\n');
     }
     s
 }

@@ -18,6 +18,7 @@ use crate::cost::{CpuCost, KafkaRecords};
 use crate::floor::Floor;
 use crate::matcher::Matcher;
 use crate::plan::{Args, Plan};
+use crate::stages::{Seen, Stage, Stages};
 use crate::transactions::Transactions;
 
 /// The figures of one offered load (a `steps` element of `bench.json`).
@@ -46,6 +47,9 @@ pub(crate) struct StepReport {
     pub(crate) sale: Option<Summary>,
     /// Orders whose sale became readable.
     pub(crate) sold: usize,
+    /// The sale's latency by stage ([`crate::stages`]), over the orders whose records
+    /// were all read.
+    pub(crate) stages: Vec<Stage>,
     /// Orders whose record was readable before their 201 arrived (counted as 0 ms).
     pub(crate) readable_before_accepted: usize,
     pub(crate) matched: usize,
@@ -93,6 +97,7 @@ pub(crate) struct Ctx<'a> {
     pub(crate) client: Client,
     pub(crate) mix: Arc<OrderMix>,
     pub(crate) matcher: Arc<Matcher>,
+    pub(crate) stages: Arc<Stages>,
     pub(crate) plan: &'a Plan,
     pub(crate) args: &'a Args,
 }
@@ -183,6 +188,23 @@ pub(crate) async fn run_load(
     let _ = stop_tx.send(true);
     let _ = progress.await;
     run
+}
+
+/// What the bench saw of each accepted order whose sale became readable.
+fn seen_by_bench(m: &Matcher, run: &Run<()>) -> Vec<Seen> {
+    run.outcomes
+        .iter()
+        .filter(|o| o.result.is_ok())
+        .filter_map(|o| {
+            Some(Seen {
+                index: o.index,
+                sent: o.sent?,
+                answered: o.answered?,
+                sale_readable: m.sold_at(o.index)?,
+                sale_record_ms: m.sale_record_ms(o.index)?,
+            })
+        })
+        .collect()
 }
 
 /// The figures of `run` (at `rate` for `secs`), with `cpu` the machine's busy % during it.
@@ -318,6 +340,7 @@ pub(crate) fn report_step(
         due_to_readable: Summary::of(&mut due_to_readable),
         sale: Summary::of(&mut sale),
         sold,
+        stages: ctx.stages.of(&seen_by_bench(m, run)),
         readable_before_accepted: before,
         matched,
         unmatched: accepted.len() - matched,

@@ -460,6 +460,8 @@ start_kafka() {
     render_node "$n"
     launch "kafka-$n" "$RUN_DIR/logs/kafka-$n/stdout.log" \
       java "${JAVA_COMMON[@]}" -Xms512m -Xmx512m "$(jmx_agent "$n")" -Dorderpipeline.service="kafka-$n" \
+      `# every GC pause with its wall time, for the benchmark's per-step pause totals` \
+      "-Xlog:gc:file=$RUN_DIR/logs/kafka-$n/gc.log:time,uptime:filecount=2,filesize=10m" \
       -Dlog4j2.configurationFile="$HERE/log4j2.properties" -Dkafka.logs.dir="$RUN_DIR/logs/kafka-$n" \
       -Dorderpipeline.run="$RUN_DIR" -cp "$KAFKA_LIBS/*" kafka.Kafka "$RUN_DIR/conf/kafka-$n.properties"
     started=1

@@ -269,9 +269,112 @@ pub(crate) fn records_between(before: &Ends, after: &Ends, seconds: f64) -> Kafk
     }
 }
 
+/// The brokers' GC logs (`-Xlog:gc` to `logs/kafka-N/gc.log`, written by the platform
+/// script), read from where a step began.
+pub(crate) struct GcLogs(Vec<(String, std::path::PathBuf)>);
+
+/// Where each GC log ended at one moment.
+pub(crate) type GcMarks = Vec<u64>;
+
+/// One broker's GC pauses over a step.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub(crate) struct GcPauses {
+    pub(crate) pauses: u64,
+    pub(crate) total_ms: f64,
+    pub(crate) max_ms: f64,
+}
+
+impl GcLogs {
+    /// The three brokers' logs (those that exist are read).
+    pub(crate) fn of_brokers() -> GcLogs {
+        GcLogs(
+            (1..=3)
+                .map(|n| {
+                    let name = format!("kafka-{n}");
+                    let path = run_dir().join("logs").join(&name).join("gc.log");
+                    (name, path)
+                })
+                .collect(),
+        )
+    }
+
+    /// The logs' lengths now.
+    pub(crate) fn mark(&self) -> GcMarks {
+        self.0
+            .iter()
+            .map(|(_, p)| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+            .collect()
+    }
+
+    /// The pauses logged since `marks` (from the start of a log that was rotated).
+    pub(crate) fn since(&self, marks: &GcMarks) -> BTreeMap<String, GcPauses> {
+        self.0
+            .iter()
+            .zip(marks)
+            .filter_map(|((name, path), mark)| {
+                let bytes = std::fs::read(path).ok()?;
+                let from = if (*mark as usize) <= bytes.len() {
+                    *mark as usize
+                } else {
+                    0
+                };
+                Some((
+                    name.clone(),
+                    gc_pauses(&String::from_utf8_lossy(&bytes[from..])),
+                ))
+            })
+            .collect()
+    }
+}
+
+/// The pauses of a `-Xlog:gc` text: lines such as `[…] GC(7) Pause Young (Normal) (G1
+/// Evacuation Pause) 80M->20M(512M) 3.456ms`; concurrent phases (`Concurrent Mark
+/// Cycle 12.3ms`) are not pauses.
+pub(crate) fn gc_pauses(text: &str) -> GcPauses {
+    let mut out = GcPauses::default();
+    for line in text.lines() {
+        let Some(rest) = line.split_once("] GC(").map(|(_, r)| r) else {
+            continue;
+        };
+        if !rest.contains(" Pause ") {
+            continue;
+        }
+        let Some(ms) = rest
+            .rsplit(' ')
+            .next()
+            .and_then(|t| t.strip_suffix("ms"))
+            .and_then(|t| t.parse::<f64>().ok())
+        else {
+            continue;
+        };
+        out.pauses += 1;
+        out.total_ms += ms;
+        out.max_ms = out.max_ms.max(ms);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gc_pauses_are_summed_and_concurrent_phases_left_out() {
+        let log = "[2026-12-02T15:50:01.123+0000][12.345s] GC(7) Pause Young (Normal) (G1 Evacuation Pause) 80M->20M(512M) 3.500ms\n\
+                   [2026-12-02T15:50:02.000+0000][13.000s] GC(8) Concurrent Mark Cycle 12.300ms\n\
+                   [2026-12-02T15:50:02.100+0000][13.100s] GC(8) Pause Remark 30M->30M(512M) 1.500ms\n\
+                   [2026-12-02T15:50:03.000+0000][14.000s] Using G1\n\
+                   broken line 9ms\n";
+        assert_eq!(
+            gc_pauses(log),
+            GcPauses {
+                pauses: 2,
+                total_ms: 5.0,
+                max_ms: 3.5
+            }
+        );
+        assert_eq!(gc_pauses(""), GcPauses::default());
+    }
 
     fn reading(at: Instant, pairs: &[(&str, f64)]) -> CpuReading {
         CpuReading {

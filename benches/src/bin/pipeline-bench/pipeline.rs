@@ -19,7 +19,7 @@ use futures::StreamExt;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::cost::{Offsets, Processes, records_between};
+use crate::cost::{GcLogs, Offsets, Processes, records_between};
 use crate::floor::{Floor, run_floor};
 use crate::matcher::Matcher;
 use crate::plan::{Args, Plan};
@@ -245,6 +245,7 @@ pub(crate) async fn run_pipeline(
             tokio::time::sleep(Duration::from_secs(plan.settle_s)).await;
 
             let processes = Processes::of(&stack);
+            let gc_logs = GcLogs::of_brokers();
             let offsets = Offsets::new(&stack.kafka, &stack)?;
             let offsets = Arc::new(offsets);
             let ends = || {
@@ -264,7 +265,7 @@ pub(crate) async fn run_pipeline(
                 let label = format!("load {}/{} at {rate}/s", k + 1, plan.rates.len());
                 eprintln!("{label}: {count} orders over {} s, open loop ...", plan.step_s);
                 let (cpu0, ends0, scrape0) = (CpuSample::now(), ends().await?, scrape().await);
-                let used0 = processes.read();
+                let (used0, gc0) = (processes.read(), gc_logs.mark());
                 let run = run_load(&ctx, &label, rate, plan.step_s, first).await;
                 let used = processes.read();
                 let (cpu, ends1, scrape1) = (CpuSample::now().busy_pct_since(cpu0), ends().await?, scrape().await);
@@ -275,6 +276,7 @@ pub(crate) async fn run_pipeline(
                     .as_ref()
                     .and_then(|f| ratio(records.moved_per_sec, f.producer_performance.records_per_sec));
                 step.cpu = Some(cost);
+                step.gc = gc_logs.since(&gc0);
                 step.kafka_records = Some(records);
                 step.transactions = Some(scrape1.since(&scrape0));
                 eprintln!(

@@ -211,6 +211,20 @@ fn cost_tables(steps: &[StepReport]) -> String {
         c.brokers_per_1000_orders
     }));
     s.push_str(&row("**all**", &|c| c.all_per_1000_orders));
+    s.push_str("\nBrokers' GC pauses over each load (count, total ms, longest ms):");
+    for st in steps {
+        s.push_str(&format!(" {}/s:", st.offered_per_sec));
+        if st.gc.is_empty() {
+            s.push_str(" no GC log;");
+        }
+        for (broker, g) in &st.gc {
+            s.push_str(&format!(
+                " {broker} {} / {:.1} / {:.1};",
+                g.pauses, g.total_ms, g.max_ms
+            ));
+        }
+    }
+    s.push('\n');
     s.push_str(&stage_table(steps));
     s.push_str(
         "\n### Transactions (from the services' /metrics, over the load and its drain)\n\n\

@@ -5,6 +5,7 @@
 //! figures and the reasons a load is not sustained are computed in one place from the
 //! run's outcomes and the matcher's stamps.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,7 +15,7 @@ use benches::machine::loadavg;
 use benches::stats::Summary;
 use serde::Serialize;
 
-use crate::cost::{CpuCost, KafkaRecords};
+use crate::cost::{CpuCost, GcPauses, KafkaRecords};
 use crate::floor::Floor;
 use crate::matcher::Matcher;
 use crate::plan::{Args, Plan};
@@ -85,6 +86,8 @@ pub(crate) struct StepReport {
     pub(crate) ratio_kafka_records_vs_producer_performance: Option<f64>,
     /// CPU seconds per process over the load and its drain.
     pub(crate) cpu: Option<CpuCost>,
+    /// Each broker's GC pauses over the load and its drain.
+    pub(crate) gc: BTreeMap<String, GcPauses>,
     /// Records the stack's topics took in (and their readers read) over the load and
     /// its drain.
     pub(crate) kafka_records: Option<KafkaRecords>,
@@ -366,6 +369,7 @@ pub(crate) fn report_step(
             .and_then(|f| ratio(achieved, f.producer_performance.records_per_sec)),
         ratio_kafka_records_vs_producer_performance: None,
         cpu: None,
+        gc: BTreeMap::new(),
         kafka_records: None,
         transactions: None,
     }

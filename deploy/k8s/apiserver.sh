@@ -11,7 +11,7 @@
 #
 # CRDs installed: Strimzi 1.2 and Apicurio Registry 3 (../shared/k8s-schemas/crds), and
 # prometheus-operator v0.85.0 (ServiceMonitor, PodMonitor, PrometheusRule) and KEDA
-# v2.21.0 (ScaledObject) from their Go modules' CRD files (`go mod download`: the module
+# v2.21.0 (ScaledObject, TriggerAuthentication) from their Go modules' CRD files (`go mod download`: the module
 # cache, no other download).
 #
 # Everything lives in K8S_RUN (default .run/k8s-apiserver): a fresh service-account key,
@@ -134,7 +134,8 @@ EOF
     -f "$prom/monitoring.coreos.com_servicemonitors.yaml" \
     -f "$prom/monitoring.coreos.com_podmonitors.yaml" \
     -f "$prom/monitoring.coreos.com_prometheusrules.yaml" \
-    -f "$keda/keda.sh_scaledobjects.yaml" >"$run/logs/crds.log"
+    -f "$keda/keda.sh_scaledobjects.yaml" -f "$keda/keda.sh_triggerauthentications.yaml" \
+    >"$run/logs/crds.log"
   kubectl_ wait --for condition=established --timeout=60s crd --all >>"$run/logs/crds.log"
   kubectl_ create namespace order-pipeline >>"$run/logs/crds.log"
   say "API server $(kubectl_ version -o json | python3 -c 'import json, sys; print(json.load(sys.stdin)["serverVersion"]["gitVersion"])') on 127.0.0.1:$api_port, $(kubectl_ get crd --no-headers | wc -l) CRDs" >&2

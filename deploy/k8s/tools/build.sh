@@ -63,9 +63,16 @@ fi
 if ! have_helm; then
   echo "[k8s] installing helm $helm_version into $bin (cold: ~8 min)" >&2
   start=$SECONDS
-  # Outside this module: helm's own go.mod and go.sum decide its dependencies.
-  (cd / && GOBIN="$bin" nice -n 10 go install -trimpath -ldflags "-s -w" \
-    "helm.sh/helm/v3/cmd/helm@$helm_version")
+  # Outside this module: helm's own go.mod and go.sum decide its dependencies. The -X
+  # flags are those of helm's release Makefile (its version; the Kubernetes version its
+  # client-go v0.37 stands for, which `helm template` and `helm lint` assume).
+  h=helm.sh/helm/v3
+  (cd / && GOBIN="$bin" nice -n 10 go install -trimpath -ldflags "-s -w \
+    -X $h/internal/version.version=$helm_version -X $h/internal/version.metadata= \
+    -X $h/internal/version.gitTreeState=clean \
+    -X $h/pkg/lint/rules.k8sVersionMajor=1 -X $h/pkg/lint/rules.k8sVersionMinor=37 \
+    -X $h/pkg/chartutil.k8sVersionMajor=1 -X $h/pkg/chartutil.k8sVersionMinor=37" \
+    "$h/cmd/helm@$helm_version")
   echo "[k8s] installed helm in $((SECONDS - start)) s" >&2
   have_helm || { echo "[k8s] $bin/helm does not report $helm_version" >&2; exit 1; }
 fi

@@ -15,8 +15,10 @@
 #   make bench   pipeline vs Kafka's floor (BENCH_MODE=full|short, BENCH_OUT=dir; benches/README.md)
 #   make test-monitoring      promtool: the generated Prometheus config and the alert rules'
 #                unit tests, the dashboards generate (offline; `make test` runs it first)
-#   make test-k8s  kubeconform: deploy/strimzi/ against the Strimzi schemas in ../shared,
-#                plus broken copies that must fail (offline; `make test` runs it first)
+#   make test-k8s  deploy/strimzi (each environment), the Helm chart, the Dockerfile and
+#                .gitlab-ci.yml through kubeconform, helm lint, kubernetes-validate, hadolint,
+#                check-jsonschema and a local kube-apiserver's dry runs, each with broken
+#                copies that must fail (deploy/k8s/validate.sh; `make test` runs it first)
 #   make check-observability  needs `make up` and traffic (`make demo`): every panel and alert
 #                names metrics the live Prometheus has, one order's log lines are found in
 #                VictoriaLogs, the dashboard page renders in headless Chromium
@@ -119,11 +121,13 @@ test-monitoring:
 	python3 -m unittest discover -v -s deploy/monitoring/tests -p 'test_*.py'
 
 # ---------------------------------------------------------------- kubernetes
-# deploy/strimzi/: kafka.yaml (hand-written) and topics-and-users.json (rendered by
-# `busctl strimzi render`; eventbus/tests/strimzi.rs fails when it is stale), checked by
-# kubeconform against ../shared/k8s-schemas; skipped with the reason when that is absent.
+# deploy/strimzi, deploy/helm, deploy/images and .gitlab-ci.yml (deploy/k8s/validate.sh
+# says what runs; deploy/k8s/README.md is the operator guide). Needs the tools of
+# deploy/k8s/tools/build.sh (without the API server binaries it skips the server dry runs
+# and says so; REQUIRE_K8S_APISERVER=1 makes that a failure) and ../shared/k8s-schemas
+# (skipped with the reason when absent).
 test-k8s:
-	deploy/strimzi/validate.sh
+	deploy/k8s/validate.sh
 
 # The live checks (deploy/monitoring/check.py): run after `make up` and some traffic.
 check-observability:

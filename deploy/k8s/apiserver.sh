@@ -19,6 +19,7 @@
 # ignored). Ports are free ones picked at start (no fixed ports). etcd's data is deleted
 # by `stop`: only CRDs and namespaces are ever stored.
 set -euo pipefail
+# shellcheck source=deploy/k8s/lib.sh
 source "$(dirname "$0")/lib.sh"
 
 run="${K8S_RUN:-$root/.run/k8s-apiserver}"
@@ -37,7 +38,7 @@ free_port() {
 
 # The CRD folder of a Go module's source, downloaded into the module cache if missing.
 module_dir() {
-  (cd / && GOFLAGS= go mod download -json "$1") |
+  (cd / && GOFLAGS='' go mod download -json "$1") |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])'
 }
 

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by deploy/k8s/*.sh and deploy/strimzi/validate.sh: where the tools and schemas
 # are. Sets root, schemas, k8s_bin; defines say, die, find_tool, kubeconform_check.
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"

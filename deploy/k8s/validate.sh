@@ -21,6 +21,7 @@
 # Without ../shared/k8s-schemas everything is skipped (a user's machine), as in 1.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
+# shellcheck source=deploy/k8s/lib.sh
 source "$here/lib.sh"
 start=$SECONDS
 

@@ -11,6 +11,7 @@
 # the script says so and exits 0: skipped, not passed.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
+# shellcheck source=deploy/k8s/lib.sh
 source "$here/../k8s/lib.sh"
 if [[ ! -d "$schemas/kafka.strimzi.io" ]]; then
   say "skipped: no Strimzi schemas at $schemas (CI lays ../shared beside the clone)"

@@ -57,7 +57,10 @@ if ! have_apiserver || ! have_kubectl; then
   (cd "$here" && nice -n 10 go build -trimpath -ldflags "-s -w$x" -o "$bin/" \
     k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl)
   echo "[k8s] built kube-apiserver and kubectl in $((SECONDS - start)) s" >&2
-  have_apiserver && have_kubectl || { echo "[k8s] the built binaries do not report $kube_version" >&2; exit 1; }
+  if ! have_apiserver || ! have_kubectl; then
+    echo "[k8s] the built binaries do not report $kube_version" >&2
+    exit 1
+  fi
 fi
 
 if ! have_helm; then

@@ -47,6 +47,9 @@ use crate::idempotency::{
     SCOPE_HEADER, Scope,
 };
 use crate::metrics::Metrics;
+use crate::recent::{
+    READ_YOUR_WRITES_POLL, READ_YOUR_WRITES_WAIT, RECENT_ORDERS, RECENT_ORDERS_TTL, RecentOrders,
+};
 use crate::validation::{
     AdjustmentDraft, ChangeDraft, ChangeKind, IdempotencyKey, OrderDraft, validate_adjustment,
     validate_change, validate_order, validate_order_id,
@@ -174,6 +177,7 @@ pub struct Commands {
     publish: PublishConfig,
     revisions: RevisionClock,
     metrics: Metrics,
+    recent: RecentOrders,
 }
 
 impl Commands {
@@ -194,6 +198,7 @@ impl Commands {
             publish,
             revisions: RevisionClock::default(),
             metrics,
+            recent: RecentOrders::new(RECENT_ORDERS, RECENT_ORDERS_TTL),
         })
     }
 
@@ -241,8 +246,11 @@ impl Commands {
             channel: Some(ctx.channel.as_str().to_owned()),
         };
         let topic = self.topics.order_created.clone();
-        self.publish(event, &topic, ctx, claim, Outcome::Created)
-            .await
+        let answer = self
+            .publish(event, &topic, ctx, claim, Outcome::Created)
+            .await?;
+        self.recent.accepted(order_id);
+        Ok(answer)
     }
 
     /// Replaces an order's lines or cancels it: publishes order.updated.
@@ -266,7 +274,7 @@ impl Commands {
         };
         let currency = match change.currency {
             Some(currency) => currency,
-            None => match self.views.order(change.order_id).await {
+            None => match self.order_view(change.order_id).await {
                 Ok(Some(view)) => view.currency,
                 Ok(None) => return Err(not_found(&change.order_id)),
                 Err(error) => return Err(self.views_error(error)),
@@ -333,16 +341,34 @@ impl Commands {
             .await
     }
 
-    /// Reads an order's status from the pipeline's view.
+    /// Reads an order's status from the pipeline's view. An order this process accepted
+    /// lately that the view does not hold yet is waited for, up to
+    /// [`READ_YOUR_WRITES_WAIT`] (read-your-writes, see [`crate::recent`]); so is the
+    /// order whose currency a change without one looks up.
     pub async fn order_status(&self, order_id: &str) -> Result<OrderStatusView, CommandError> {
         let mut violations = Violations::default();
         let Some(id) = validate_order_id(&mut violations, "order_id", Some(order_id)) else {
             return Err(CommandError::Invalid(violations));
         };
-        match self.views.order(id).await {
+        match self.order_view(id).await {
             Ok(Some(view)) => Ok(view),
             Ok(None) => Err(not_found(&id)),
             Err(error) => Err(self.views_error(error)),
+        }
+    }
+
+    /// The view's order; for an order this process accepted lately and the view does
+    /// not hold yet, asked again until it does or [`READ_YOUR_WRITES_WAIT`] passed.
+    async fn order_view(&self, id: Uuid) -> Result<Option<OrderStatusView>, ViewsError> {
+        let deadline = tokio::time::Instant::now() + READ_YOUR_WRITES_WAIT;
+        loop {
+            match self.views.order(id).await? {
+                Some(view) => return Ok(Some(view)),
+                None if tokio::time::Instant::now() < deadline && self.recent.contains(&id) => {
+                    tokio::time::sleep(READ_YOUR_WRITES_POLL).await;
+                }
+                None => return Ok(None),
+            }
         }
     }
 

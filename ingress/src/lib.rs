@@ -49,6 +49,7 @@ pub mod idempotency;
 pub mod metrics;
 pub use ::proto;
 pub mod readiness;
+pub mod recent;
 pub mod rest;
 pub mod validation;
 pub mod views;

@@ -172,6 +172,12 @@ pub fn validate_id(id: &Uuid) -> Option<String> {
         .then(|| "must be a real UUID, not the nil UUID".to_owned())
 }
 
+/// [`parse_id`]'s rule as an OpenAPI (ECMA-262) pattern, for the API documents that take
+/// an id in a path: the hyphenated 8-4-4-4-12 form, either case, not the nil UUID.
+/// OpenAPI attributes take literals, so the documents spell it out and their tests
+/// compare it with this.
+pub const ID_PATTERN: &str = r"^(?!0{8}-0{4}-0{4}-0{4}-0{12}$)[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
+
 /// Parses an id given as text (a path parameter, a JSON field): the hyphenated form, in
 /// either case, and not nil. The error's text is a description for a
 /// [`FieldViolation`](crate::FieldViolation).

@@ -13,22 +13,77 @@ use schemas::validation::{
     ACTIVE_CURRENCIES, MAX_ABS_STOCK_DELTA, MAX_ADJUSTMENT_REASON_CHARS, MAX_CUSTOMER_ID_CHARS,
     MAX_QUANTITY, MAX_SKU_CHARS, MAX_UNIT_PRICE_MINOR, MIN_QUANTITY, MIN_UNIT_PRICE_MINOR,
 };
-use schemas::{OrderChangeKind, OrderCreated, OrderLine, OrderUpdated, StockAdjusted};
+use schemas::{
+    MAX_LINES_PER_ORDER, OrderChangeKind, OrderCreated, OrderLine, OrderUpdated, StockAdjusted,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use utoipa::openapi::Object;
-use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, SchemaType, Type};
+use utoipa::openapi::schema::{
+    AdditionalProperties, AnyOfBuilder, ArrayBuilder, KnownFormat, ObjectBuilder, OneOfBuilder,
+    Schema, SchemaFormat, SchemaType, Type,
+};
+use utoipa::openapi::{Object, Ref};
 use uuid::Uuid;
 
 use crate::validation::{AdjustmentDraft, ChangeDraft, LineDraft, OrderDraft};
 use crate::views::{OrderStatusView, status_name};
+
+/// No control characters (Unicode category Cc, what `char::is_control` finds): the
+/// rule of every free text field, as a pattern (code points, as JSON Schema counts them).
+pub const NO_CONTROL_PATTERN: &str = r"^[^\u0000-\u001F\u007F-\u009F]*$";
 
 fn text(description: &str, min: usize, max: usize) -> ObjectBuilder {
     ObjectBuilder::new()
         .schema_type(Type::String)
         .min_length(Some(min))
         .max_length(Some(max))
+        .pattern(Some(NO_CONTROL_PATTERN))
         .description(Some(description))
+}
+
+/// An optional integer field that also takes a JSON number with a zero fraction
+/// (`3.0`): JSON Schema's `integer` includes those, so a client (or a generator) that
+/// writes every number as a float sends a valid integer. Other fractions, and numbers
+/// beyond `i64`, are refused with the field's path like any other wrong type.
+fn integer_field<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<i64>, D::Error> {
+    use serde::de::{Error, Unexpected, Visitor};
+    struct Integer;
+    impl<'de> Visitor<'de> for Integer {
+        type Value = Option<i64>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an integer")
+        }
+        fn visit_none<E: Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(Integer)
+        }
+        fn visit_i64<E: Error>(self, v: i64) -> Result<Self::Value, E> {
+            Ok(Some(v))
+        }
+        fn visit_u64<E: Error>(self, v: u64) -> Result<Self::Value, E> {
+            i64::try_from(v).map(Some).map_err(|_| {
+                E::invalid_value(Unexpected::Unsigned(v), &"an integer that fits in 64 bits")
+            })
+        }
+        fn visit_f64<E: Error>(self, v: f64) -> Result<Self::Value, E> {
+            // -2^63 is exact in f64; 2^63 is the first value past i64::MAX.
+            const LIMIT: f64 = 9_223_372_036_854_775_808.0;
+            if v.fract() == 0.0 && (-LIMIT..LIMIT).contains(&v) {
+                #[allow(clippy::cast_possible_truncation)]
+                Ok(Some(v as i64))
+            } else {
+                Err(E::invalid_type(Unexpected::Float(v), &self))
+            }
+        }
+    }
+    deserializer.deserialize_option(Integer)
 }
 
 fn integer(description: &str, min: i64, max: i64) -> Object {
@@ -95,14 +150,18 @@ pub fn unit_price_schema() -> Object {
     )
 }
 
-/// The schema of a stock delta (0 is refused; JSON Schema cannot say "not 0" simply,
-/// the description does).
-pub fn delta_schema() -> Object {
-    integer(
-        "Units added (positive) or removed (negative); never 0.",
-        -MAX_ABS_STOCK_DELTA,
-        MAX_ABS_STOCK_DELTA,
-    )
+/// The schema of a stock delta: 0 is refused, so it is one of two ranges, the negative
+/// and the positive one (`anyOf`), which every JSON Schema tool understands (`not` is
+/// less widely supported by generators).
+pub fn delta_schema() -> Schema {
+    AnyOfBuilder::new()
+        .item(integer("Units removed.", -MAX_ABS_STOCK_DELTA, -1))
+        .item(integer("Units added.", 1, MAX_ABS_STOCK_DELTA))
+        .description(Some(
+            "Units added (positive) or removed (negative); never 0.",
+        ))
+        .build()
+        .into()
 }
 
 /// The schema of an adjustment reason.
@@ -127,6 +186,47 @@ pub fn cancel_status_schema() -> Object {
         .build()
 }
 
+/// The schema of a `PATCH` body as the server accepts it: exactly one of the two changes,
+/// `lines` (1 to 100, `status` absent or null) or `status: CANCELLED` (`lines` absent or
+/// null). The derived schema of [`ChangeOrderBody`] can only say that each field is
+/// optional, so the router puts this one in its place (`rest::api`).
+pub fn change_order_schema() -> Schema {
+    let null = || ObjectBuilder::new().schema_type(Type::Null).build();
+    let lines = ArrayBuilder::new()
+        .items(Ref::from_schema_name("LineBody"))
+        .min_items(Some(1))
+        .max_items(Some(MAX_LINES_PER_ORDER))
+        .description(Some("The complete new lines."));
+    let replace = ObjectBuilder::new()
+        .title(Some("Replace the lines"))
+        .property("lines", lines)
+        .required("lines")
+        .property("status", null())
+        .property("currency", optional_currency_schema())
+        .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+    let cancel = ObjectBuilder::new()
+        .title(Some("Cancel"))
+        .property(
+            "status",
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some([crate::validation::CANCELLED]))
+                .description(Some("Cancels the order.")),
+        )
+        .required("status")
+        .property("lines", null())
+        .property("currency", optional_currency_schema())
+        .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+    OneOfBuilder::new()
+        .item(replace)
+        .item(cancel)
+        .description(Some(
+            "Either `lines` (replace the lines) or `status: CANCELLED` (cancel), never both. `currency`, when given, must be the order's.",
+        ))
+        .build()
+        .into()
+}
+
 /// The schema of an optional currency (null is the same as absent).
 pub fn optional_currency_schema() -> Object {
     ObjectBuilder::new()
@@ -148,9 +248,11 @@ pub struct LineBody {
     pub sku: Option<String>,
     /// Units ordered.
     #[schema(required = true, schema_with = quantity_schema)]
+    #[serde(default, deserialize_with = "integer_field")]
     pub quantity: Option<i64>,
     /// Price of one unit in minor units.
     #[schema(required = true, schema_with = unit_price_schema)]
+    #[serde(default, deserialize_with = "integer_field")]
     pub unit_price_minor: Option<i64>,
 }
 
@@ -232,6 +334,7 @@ pub struct AdjustmentBody {
     pub sku: Option<String>,
     /// Units added or removed.
     #[schema(required = true, schema_with = delta_schema)]
+    #[serde(default, deserialize_with = "integer_field")]
     pub delta: Option<i64>,
     /// Why.
     #[schema(required = true, schema_with = reason_schema)]
@@ -397,5 +500,51 @@ impl From<&OrderStatusView> for OrderStatusBody {
             epoch: view.epoch,
             as_of_ms: view.as_of_ms,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delta(json: &str) -> Result<Option<i64>, String> {
+        serde_json::from_str::<AdjustmentBody>(&format!(
+            r#"{{"sku": "SKU-1", "reason": "r", {json}}}"#
+        ))
+        .map(|body| body.delta)
+        .map_err(|e| e.to_string())
+    }
+
+    /// Found by schemathesis: `3.0` is an integer to JSON Schema (and to every client
+    /// that writes numbers as floats), and was refused as "invalid type: floating point".
+    #[test]
+    fn integers_may_be_written_with_a_zero_fraction() {
+        assert_eq!(delta(r#""delta": 3"#), Ok(Some(3)));
+        assert_eq!(delta(r#""delta": -3.0"#), Ok(Some(-3)));
+        assert_eq!(delta(r#""delta": 1e3"#), Ok(Some(1000)));
+        assert_eq!(delta(r#""delta": null"#), Ok(None));
+        assert_eq!(
+            delta(r#""delta": -9223372036854775808"#),
+            Ok(Some(i64::MIN))
+        );
+        for refused in [
+            r#""delta": 3.5"#,
+            r#""delta": 1e19"#,
+            r#""delta": 9223372036854775808"#,
+            r#""delta": "3""#,
+            r#""delta": true"#,
+        ] {
+            assert!(delta(refused).is_err(), "{refused}");
+        }
+        let missing: AdjustmentBody =
+            serde_json::from_str(r#"{"sku": "SKU-1", "reason": "r"}"#).unwrap();
+        assert_eq!(
+            missing.delta, None,
+            "absent is missing, reported as required"
+        );
+        let line: LineBody =
+            serde_json::from_str(r#"{"sku": "A", "quantity": 2.0, "unit_price_minor": 5}"#)
+                .unwrap();
+        assert_eq!((line.quantity, line.unit_price_minor), (Some(2), Some(5)));
     }
 }

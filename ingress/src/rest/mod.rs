@@ -82,13 +82,22 @@ pub struct RestState {
 )]
 pub struct ApiDoc;
 
-/// The OpenAPI document and the API routes, generated together.
+/// The OpenAPI document and the API routes, generated together. The `PATCH` body's
+/// schema is replaced by [`dto::change_order_schema`], which states the either-or rule
+/// the derived one cannot.
 fn api() -> (Router<RestState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(create_order))
         .routes(routes!(get_order, change_order))
         .routes(routes!(adjust_stock))
-        .split_for_parts()
+        .split_for_parts();
+    if let Some(components) = doc.components.as_mut() {
+        components.schemas.insert(
+            "ChangeOrderBody".to_owned(),
+            dto::change_order_schema().into(),
+        );
+    }
+    (router, doc)
 }
 
 /// The OpenAPI document as served at `/openapi.json`.
@@ -181,7 +190,7 @@ fn with_replay_header(mut response: Response, replayed: bool) -> Response {
     path = "/v1/orders",
     tag = "orders",
     params(
-        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: 1 to 255 visible ASCII characters, e.g. a UUID. The order id is derived from it and the customer id."),
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 257, pattern = r#"^(?!""$)("[!-~]{1,255}"|[!-~]{1,255})$"#, description = "Makes retries safe: 1 to 255 visible ASCII characters ('!' to '~'), e.g. a UUID, bare or in double quotes (the structured-field string form). The order id is derived from it and the customer id."),
     ),
     request_body(content = CreateOrderBody, content_type = "application/json"),
     responses(
@@ -226,8 +235,8 @@ async fn create_order(
     path = "/v1/orders/{order_id}",
     tag = "orders",
     params(
-        ("order_id" = String, Path, description = "Id of the order (UUID)."),
-        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe, as for POST /v1/orders."),
+        ("order_id" = String, Path, format = Uuid, pattern = r"^(?!0{8}-0{4}-0{4}-0{4}-0{12}$)[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$", description = "Id of the order: a UUID in the hyphenated 8-4-4-4-12 form, not the nil UUID."),
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 257, pattern = r#"^(?!""$)("[!-~]{1,255}"|[!-~]{1,255})$"#, description = "Makes retries safe, as for POST /v1/orders."),
     ),
     request_body(content = ChangeOrderBody, content_type = "application/json"),
     responses(
@@ -262,13 +271,15 @@ async fn change_order(
 /// Read an order's status.
 ///
 /// Read from the pipeline's order view over gRPC; the answer says which epoch it
-/// reflects. The view trails the events by milliseconds, so a just-created order may
-/// be 404 for a moment.
+/// reflects. The view trails the events by milliseconds: reading an order this instance
+/// accepted in the last minute waits (up to 3 s) until the view holds it, so a client
+/// reads its own writes; through another instance a just-created order may be 404 for
+/// a moment.
 #[utoipa::path(
     get,
     path = "/v1/orders/{order_id}",
     tag = "orders",
-    params(("order_id" = String, Path, description = "Id of the order (UUID).")),
+    params(("order_id" = String, Path, format = Uuid, pattern = r"^(?!0{8}-0{4}-0{4}-0{4}-0{12}$)[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$", description = "Id of the order: a UUID in the hyphenated 8-4-4-4-12 form, not the nil UUID.")),
     responses(
         (status = 200, description = "The order as the view has it.", body = OrderStatusBody),
         (status = 400, description = "The id is not a UUID.", body = problem::ProblemDocument, content_type = "application/problem+json"),
@@ -299,7 +310,7 @@ async fn get_order(
     path = "/v1/inventory/adjustments",
     tag = "inventory",
     params(
-        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: an adjustment without a key that is retried is applied twice."),
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 257, pattern = r#"^(?!""$)("[!-~]{1,255}"|[!-~]{1,255})$"#, description = "Makes retries safe: an adjustment without a key that is retried is applied twice. Same form as for POST /v1/orders."),
     ),
     request_body(content = AdjustmentBody, content_type = "application/json"),
     responses(
@@ -393,6 +404,8 @@ mod tests {
     };
     use serde_json::Value;
 
+    use crate::validation::{IdempotencyKey, MAX_IDEMPOTENCY_KEY_CHARS};
+
     use super::*;
 
     fn doc() -> Value {
@@ -433,12 +446,7 @@ mod tests {
     fn request_schemas_are_what_the_server_accepts() {
         let doc = doc();
         let schemas = &doc["components"]["schemas"];
-        for name in [
-            "CreateOrderBody",
-            "LineBody",
-            "ChangeOrderBody",
-            "AdjustmentBody",
-        ] {
+        for name in ["CreateOrderBody", "LineBody", "AdjustmentBody"] {
             assert_eq!(
                 schemas[name]["additionalProperties"], false,
                 "{name} refuses unknown fields"
@@ -470,17 +478,109 @@ mod tests {
             MAX_UNIT_PRICE_MINOR
         );
         assert_eq!(line["properties"]["sku"]["maxLength"], MAX_SKU_CHARS);
-        let change = &schemas["ChangeOrderBody"];
-        assert!(change.get("required").is_none(), "{change}");
+        // A change is one of two shapes, each closed, each with its one required field.
+        let change = &schemas["ChangeOrderBody"]["oneOf"];
+        let (replace, cancel) = (&change[0], &change[1]);
+        for shape in [replace, cancel] {
+            assert_eq!(shape["additionalProperties"], false, "{shape}");
+        }
+        assert_eq!(replace["required"], serde_json::json!(["lines"]));
+        assert_eq!(replace["properties"]["status"]["type"], "null");
+        assert_eq!(replace["properties"]["lines"]["minItems"], 1);
+        assert_eq!(cancel["required"], serde_json::json!(["status"]));
         assert_eq!(
-            change["properties"]["status"]["enum"],
-            serde_json::json!(["CANCELLED", null])
+            cancel["properties"]["status"]["enum"],
+            serde_json::json!(["CANCELLED"])
+        );
+        assert_eq!(cancel["properties"]["lines"]["type"], "null");
+        // Free text: the no-control-characters rule as a pattern.
+        assert_eq!(
+            schemas["AdjustmentBody"]["properties"]["reason"]["pattern"],
+            dto::NO_CONTROL_PATTERN
         );
         assert_eq!(
-            schemas["AdjustmentBody"]["properties"]["delta"]["minimum"],
-            -MAX_ABS_STOCK_DELTA
+            create["properties"]["customer_id"]["pattern"],
+            dto::NO_CONTROL_PATTERN
         );
+        // delta: two ranges, 0 left out.
+        let delta = &schemas["AdjustmentBody"]["properties"]["delta"]["anyOf"];
+        assert_eq!(delta[0]["minimum"], -MAX_ABS_STOCK_DELTA);
+        assert_eq!(delta[0]["maximum"], -1);
+        assert_eq!(delta[1]["minimum"], 1);
+        assert_eq!(delta[1]["maximum"], MAX_ABS_STOCK_DELTA);
+        assert!(schemas::validation::validate_stock_delta(0).is_some());
         assert!(schemas["Problem"]["properties"]["errors"].is_object());
+    }
+
+    /// The `Idempotency-Key` and `{order_id}` parameters state the rules the extractors
+    /// apply (schemathesis, `make fuzz-api`, checks the patterns against the live
+    /// server); here the patterns are pinned to the constants and the parsers' edges.
+    #[test]
+    fn the_parameter_patterns_agree_with_the_rules() {
+        let doc = doc();
+        let params = |path: &str, method: &str| doc["paths"][path][method]["parameters"].clone();
+        let param = |list: &Value, name: &str| {
+            list.as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == name)
+                .unwrap_or_else(|| panic!("no parameter {name}"))
+                .clone()
+        };
+        let key = param(&params("/v1/orders", "post"), "Idempotency-Key");
+        let key_pattern = key["schema"]["pattern"].as_str().unwrap().to_owned();
+        // `""` is the one text of visible characters that strips to an empty key.
+        assert_eq!(
+            key_pattern,
+            format!(
+                r#"^(?!""$)("[!-~]{{1,{n}}}"|[!-~]{{1,{n}}})$"#,
+                n = MAX_IDEMPOTENCY_KEY_CHARS
+            )
+        );
+        for (path, method) in [
+            ("/v1/orders/{order_id}", "patch"),
+            ("/v1/inventory/adjustments", "post"),
+        ] {
+            let other = param(&params(path, method), "Idempotency-Key");
+            assert_eq!(other["schema"]["pattern"], key_pattern, "{method} {path}");
+        }
+        // The header extractor strips one pair of quotes, then parses the key.
+        let header_accepts = |text: &str| {
+            let inner = text
+                .strip_prefix('"')
+                .and_then(|t| t.strip_suffix('"'))
+                .unwrap_or(text);
+            IdempotencyKey::parse(inner).is_ok()
+        };
+        let longest = "k".repeat(MAX_IDEMPOTENCY_KEY_CHARS);
+        for (text, ok) in [
+            ("a", true),
+            ("\"a\"", true),
+            ("\"", true),
+            ("\"\"", false),
+            ("", false),
+            ("a b", false),
+            ("é", false),
+            (longest.as_str(), true),
+            (&format!("\"{longest}\""), true),
+            (&format!("{longest}k"), false),
+        ] {
+            assert_eq!(header_accepts(text), ok, "{text:?}");
+        }
+
+        let id = param(&params("/v1/orders/{order_id}", "get"), "order_id");
+        assert_eq!(id["schema"]["format"], "uuid");
+        let id_pattern = id["schema"]["pattern"].as_str().unwrap();
+        assert_eq!(id_pattern, schemas::validation::ID_PATTERN);
+        for (text, ok) in [
+            ("0b6f1d7e-5d9c-4c8e-9a51-0d6f3f1c2a7b", true),
+            ("0B6F1D7E-5D9C-4C8E-9A51-0D6F3F1C2A7B", true),
+            ("00000000-0000-0000-0000-000000000000", false),
+            ("0b6f1d7e5d9c4c8e9a510d6f3f1c2a7b", false),
+            ("{0b6f1d7e-5d9c-4c8e-9a51-0d6f3f1c2a7b}", false),
+        ] {
+            assert_eq!(schemas::validation::parse_id(text).is_ok(), ok, "{text}");
+        }
     }
 
     #[test]

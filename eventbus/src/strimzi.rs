@@ -5,13 +5,16 @@
 //! ACLs are applied by the User Operator). Writing those by hand would be a second list of
 //! topics and ACLs that drifts from `deploy/topics.toml` and `deploy/acls.toml`, which
 //! `busctl topics apply` and `make acls` apply to the local cluster. So they are rendered
-//! from those two files (`busctl strimzi render`), committed under `deploy/strimzi/base/`, and a
-//! test (`eventbus/tests/strimzi.rs`) fails when the committed file is stale.
+//! from those two files (`busctl strimzi render`), committed under `deploy/strimzi/base/`,
+//! and a test (`eventbus/tests/strimzi.rs`) fails when the committed file is stale. The
+//! environments (`deploy/strimzi/{dev,staging,production}`) are kustomize overlays of that
+//! base: they change sizes and retention, never which topics or ACLs exist.
 //!
 //! The output is one JSON document, a `v1` `List` (kubectl and kubeconform read JSON and
 //! expand lists), built with `serde_json` rather than hand-formatted YAML. The super user
 //! [`SUPER_USER`] gets a `KafkaUser` with credentials but no ACLs: it is listed in the
-//! `Kafka` resource's `superUsers` (`deploy/strimzi/base/kafka.yaml`), as on the local cluster.
+//! `Kafka` resource's `superUsers` (`deploy/strimzi/base/kafka.yaml`), as on the local
+//! cluster.
 
 use serde_json::{Value, json};
 

@@ -1,6 +1,7 @@
-//! The committed Strimzi resources (`deploy/strimzi/base/topics-and-users.json`) are exactly what
-//! `busctl strimzi render` makes from `deploy/topics.toml` and `deploy/acls.toml`, so the
-//! Kubernetes cluster cannot drift from the local one. Offline: no cluster needed.
+//! The committed Strimzi resources (`deploy/strimzi/base/topics-and-users.json`) are
+//! exactly what `busctl strimzi render` makes from `deploy/topics.toml` and
+//! `deploy/acls.toml`, so the Kubernetes cluster cannot drift from the local one (every
+//! environment's overlay builds on that file). Offline: no cluster needed.
 
 use std::path::PathBuf;
 

@@ -18,6 +18,7 @@
 //! | `GET /v1/inventory/{sku}` | `{"sku", "on_hand", "reserved", "available", "version", "as_of_epoch"}`; a SKU the view does not hold answers **200 with zeros** (and the version of its last change, 0 if it never had one): "all zero" and "never seen" are the same stock, and a 404 would make dashboards special-case it. 400 for a malformed SKU |
 //! | `GET /v1/orders/{id}` | `{"order_id", "status", "total_minor", "currency", "lines", "as_of_epoch"}`; 404 problem (with `as_of_epoch`) if the view has no such order at that epoch; 400 for a malformed id |
 //! | `GET /v1/stream` | SSE: `event: stock` / `event: order` per changed row, JSON data with `epoch`; `?snapshot=true` sends the current views first; `event: lagged` if the client fell behind (re-read the snapshot) |
+//! | `GET /openapi.json` | the OpenAPI 3.1 document of these routes (utoipa, from the handlers) |
 //! | `GET /v1/status` | readiness, `as_of_epoch` and the committed input offsets (`topic`, `partition`, `next_offset`): when they equal the partitions' ends, the views include every record written so far |
 //! | `GET /healthz` | 200 while the job runs, 503 once it failed |
 //! | `GET /readyz` | 200 once the restart's rebuild is done and the sink has committed (or has nothing to commit); 503 before |
@@ -61,7 +62,7 @@ pub mod page;
 mod rest;
 mod sse;
 
-pub use rest::{LineJson, OrderJson, StockJson};
+pub use rest::{LineJson, OrderJson, StockJson, ViewsDoc, openapi};
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -243,6 +244,7 @@ pub fn router(state: ApiState, shutdown: Shutdown) -> Router {
         .route("/v1/orders/{id}", get(rest::get_order))
         .route("/v1/stream", get(sse::stream))
         .route("/v1/status", get(rest::status))
+        .route("/openapi.json", get(rest::openapi_json))
         .route("/readyz", get(rest::readyz))
         .with_state((state.clone(), shutdown.clone()))
         .merge(page::routes())

@@ -1,6 +1,11 @@
 //! The REST routes of the views API: JSON answers as of one committed epoch, RFC 9457
 //! problems for errors, and the operational routes (`/healthz`, `/readyz`, `/metrics`).
 //! The table of routes and answers is in the parent module's docs.
+//!
+//! The OpenAPI 3.1 document (`GET /openapi.json`, [`openapi`]) is generated with utoipa
+//! from the handlers' annotations and the answer types below, which the handlers
+//! serialize, so the document describes what is sent; the path parameters carry the
+//! patterns of the rules the handlers apply (pinned by a test to the `schemas` rules).
 
 use std::sync::atomic::Ordering;
 
@@ -9,13 +14,13 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use utoipa::{OpenApi, ToSchema};
 
 use super::AppState;
 use crate::logic::{Line, OrderId, OrderView, StockLevel};
 
 /// One SKU in JSON.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct StockJson {
     /// The SKU.
     pub sku: String,
@@ -42,7 +47,7 @@ impl StockJson {
 }
 
 /// One order line in JSON.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct LineJson {
     /// The SKU.
     pub sku: String,
@@ -53,7 +58,7 @@ pub struct LineJson {
 }
 
 /// One order in JSON.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct OrderJson {
     /// The order id (UUID text).
     pub order_id: String,
@@ -87,21 +92,93 @@ impl OrderJson {
     }
 }
 
+/// `GET /v1/inventory`: every SKU with non-zero numbers.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct InventoryJson {
+    /// The committed epoch the answer reflects (null before the first one).
+    pub as_of_epoch: Option<u64>,
+    /// The SKUs, by SKU.
+    pub items: Vec<StockJson>,
+}
+
+/// `GET /v1/inventory/{sku}`: one SKU (zeros if the view does not hold it).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StockAnswer {
+    /// The SKU's numbers.
+    #[serde(flatten)]
+    pub stock: StockJson,
+    /// The committed epoch the answer reflects (null before the first one).
+    pub as_of_epoch: Option<u64>,
+}
+
+/// `GET /v1/orders/{id}`: one order.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct OrderAnswer {
+    /// The order.
+    #[serde(flatten)]
+    pub order: OrderJson,
+    /// The committed epoch the answer reflects (null before the first one).
+    pub as_of_epoch: Option<u64>,
+}
+
+/// One input partition's committed position in `GET /v1/status`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct OffsetJson {
+    /// The input topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// The next offset the views will include.
+    pub next_offset: i64,
+}
+
+/// `GET /v1/status`: readiness and how far the views have read.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StatusJson {
+    /// Whether `/readyz` answers 200.
+    pub ready: bool,
+    /// Whether the views are rebuilt after the start.
+    pub rebuilt: bool,
+    /// The last committed epoch (null before the first one).
+    pub as_of_epoch: Option<u64>,
+    /// How far the dataflow's frontier trails the ingestion clock.
+    pub frontier_delay_seconds: f64,
+    /// The committed input positions: equal to the partitions' ends, the views include
+    /// every record written so far.
+    pub offsets: Vec<OffsetJson>,
+}
+
+/// An RFC 9457 problem document (`application/problem+json`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = Problem)]
+pub struct ProblemJson {
+    /// Always `about:blank`: the status says what kind of problem it is.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Short summary.
+    pub title: String,
+    /// The HTTP status.
+    pub status: u16,
+    /// What happened, for a person.
+    pub detail: String,
+    /// The epoch a 404 looked at.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub as_of_epoch: Option<u64>,
+}
+
 pub(super) fn problem(
     status: StatusCode,
     title: &str,
     detail: String,
     as_of: Option<u64>,
 ) -> Response {
-    let mut body = json!({
-        "type": "about:blank",
-        "title": title,
-        "status": status.as_u16(),
-        "detail": detail,
-    });
-    if let Some(epoch) = as_of {
-        body["as_of_epoch"] = json!(epoch);
-    }
+    let body = ProblemJson {
+        kind: "about:blank".to_owned(),
+        title: title.to_owned(),
+        status: status.as_u16(),
+        detail,
+        as_of_epoch: as_of,
+    };
     let mut response = (status, Json(body)).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -119,7 +196,55 @@ fn not_ready() -> Response {
     )
 }
 
-pub(super) async fn list_inventory(State((state, _)): AppState) -> Response {
+/// The OpenAPI document of the views API.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Inventory views",
+        description = "The pipeline's views (stock per SKU, status per order), each answer as of one committed epoch. Errors are RFC 9457 problem documents (application/problem+json). 503 while the views are rebuilt after a start.",
+        version = "1"
+    ),
+    paths(list_inventory, get_inventory, get_order, status, super::sse::stream),
+    components(schemas(ProblemJson))
+)]
+pub struct ViewsDoc;
+
+/// The views API's OpenAPI document, as served at `/openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    ViewsDoc::openapi()
+}
+
+pub(super) async fn openapi_json() -> Response {
+    match ViewsDoc::openapi().to_pretty_json() {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => problem(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "No document",
+            format!("the OpenAPI document does not serialize: {e}"),
+            None,
+        ),
+    }
+}
+
+/// Every SKU with non-zero numbers.
+#[utoipa::path(
+    get,
+    path = "/v1/inventory",
+    tag = "inventory",
+    responses(
+        (status = 200, description = "The stock view.", body = InventoryJson),
+        (status = 503, description = "The views are being rebuilt after a start.", body = ProblemJson, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn list_inventory(State(app): AppState) -> Response {
+    let state = app.0;
     if !state.views.is_ready() {
         return not_ready();
     }
@@ -129,13 +254,27 @@ pub(super) async fn list_inventory(State((state, _)): AppState) -> Response {
         .iter()
         .map(|(sku, level)| StockJson::new(sku, *level, views.sku(sku).1))
         .collect();
-    Json(json!({ "as_of_epoch": views.as_of, "items": items })).into_response()
+    Json(InventoryJson {
+        as_of_epoch: views.as_of,
+        items,
+    })
+    .into_response()
 }
 
-pub(super) async fn get_inventory(
-    State((state, _)): AppState,
-    Path(sku): Path<String>,
-) -> Response {
+/// One SKU; a SKU the view does not hold answers 200 with zeros.
+#[utoipa::path(
+    get,
+    path = "/v1/inventory/{sku}",
+    tag = "inventory",
+    params(("sku" = String, Path, min_length = 1, max_length = 64, pattern = r"^[A-Z0-9][A-Z0-9_-]{0,63}$", description = "Stock keeping unit: A-Z, 0-9, '_' and '-', starting with A-Z or 0-9.")),
+    responses(
+        (status = 200, description = "The SKU's numbers (zeros if never seen).", body = StockAnswer),
+        (status = 400, description = "Not a valid SKU.", body = ProblemJson, content_type = "application/problem+json"),
+        (status = 503, description = "The views are being rebuilt after a start.", body = ProblemJson, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn get_inventory(State(app): AppState, Path(sku): Path<String>) -> Response {
+    let state = app.0;
     if let Some(why) = schemas::validate_sku(&sku) {
         return problem(StatusCode::BAD_REQUEST, "Invalid SKU", why, None);
     }
@@ -144,31 +283,50 @@ pub(super) async fn get_inventory(
     }
     let views = state.views.read();
     let (level, version) = views.sku(&sku);
-    let mut body = serde_json::to_value(StockJson::new(&sku, level, version)).unwrap_or_default();
-    body["as_of_epoch"] = json!(views.as_of);
-    Json(body).into_response()
+    Json(StockAnswer {
+        stock: StockJson::new(&sku, level, version),
+        as_of_epoch: views.as_of,
+    })
+    .into_response()
 }
 
-pub(super) async fn get_order(State((state, _)): AppState, Path(id): Path<String>) -> Response {
-    let Ok(order_id) = uuid::Uuid::try_parse(&id) else {
-        return problem(
-            StatusCode::BAD_REQUEST,
-            "Invalid order id",
-            format!("{id:?} is not a UUID"),
-            None,
-        );
+/// One order, as of the last committed epoch.
+#[utoipa::path(
+    get,
+    path = "/v1/orders/{id}",
+    tag = "orders",
+    params(("id" = String, Path, format = Uuid, pattern = r"^(?!0{8}-0{4}-0{4}-0{4}-0{12}$)[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$", description = "Id of the order: a UUID in the hyphenated 8-4-4-4-12 form, not the nil UUID.")),
+    responses(
+        (status = 200, description = "The order.", body = OrderAnswer),
+        (status = 400, description = "Not a valid order id.", body = ProblemJson, content_type = "application/problem+json"),
+        (status = 404, description = "The view has no such order at this epoch (`as_of_epoch` says which).", body = ProblemJson, content_type = "application/problem+json"),
+        (status = 503, description = "The views are being rebuilt after a start.", body = ProblemJson, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn get_order(State(app): AppState, Path(id): Path<String>) -> Response {
+    let state = app.0;
+    // The same rule as ingress and the events: the hyphenated form, not the nil UUID.
+    let order_id = match schemas::validation::parse_id(&id) {
+        Ok(order_id) => order_id,
+        Err(e) => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                "Invalid order id",
+                format!("{id:?}: {e}"),
+                None,
+            );
+        }
     };
     if !state.views.is_ready() {
         return not_ready();
     }
     let views = state.views.read();
     match views.orders.get(&order_id.as_u128()) {
-        Some(view) => {
-            let mut body =
-                serde_json::to_value(OrderJson::new(order_id.as_u128(), view)).unwrap_or_default();
-            body["as_of_epoch"] = json!(views.as_of);
-            Json(body).into_response()
-        }
+        Some(view) => Json(OrderAnswer {
+            order: OrderJson::new(order_id.as_u128(), view),
+            as_of_epoch: views.as_of,
+        })
+        .into_response(),
         None => problem(
             StatusCode::NOT_FOUND,
             "Order not found",
@@ -178,26 +336,37 @@ pub(super) async fn get_order(State((state, _)): AppState, Path(id): Path<String
     }
 }
 
-pub(super) async fn status(State((state, _)): AppState) -> Response {
+/// Readiness, the last epoch and the committed input positions.
+#[utoipa::path(
+    get,
+    path = "/v1/status",
+    tag = "operations",
+    responses((status = 200, description = "The job's status.", body = StatusJson))
+)]
+pub(super) async fn status(State(app): AppState) -> Response {
+    let state = app.0;
     let views = state.views.read();
-    let offsets: Vec<serde_json::Value> = views
+    let offsets = views
         .offsets
         .iter()
-        .map(|((topic, partition), next)| {
-            json!({
-                "topic": state.topics.inputs.get(usize::from(*topic)).cloned().unwrap_or_default(),
-                "partition": partition,
-                "next_offset": next,
-            })
+        .map(|((topic, partition), next)| OffsetJson {
+            topic: state
+                .topics
+                .inputs
+                .get(usize::from(*topic))
+                .cloned()
+                .unwrap_or_default(),
+            partition: *partition,
+            next_offset: *next,
         })
         .collect();
-    Json(json!({
-        "ready": state.ready(),
-        "rebuilt": state.views.is_ready(),
-        "as_of_epoch": views.as_of,
-        "frontier_delay_seconds": state.metrics.frontier_delay(),
-        "offsets": offsets,
-    }))
+    Json(StatusJson {
+        ready: state.ready(),
+        rebuilt: state.views.is_ready(),
+        as_of_epoch: views.as_of,
+        frontier_delay_seconds: state.metrics.frontier_delay(),
+        offsets,
+    })
     .into_response()
 }
 
@@ -264,6 +433,65 @@ mod tests {
         (status, content_type, json)
     }
 
+    /// The document lists every API route, and its path patterns are the rules the
+    /// handlers apply (schemathesis checks them against a live server: `make fuzz-api`).
+    #[tokio::test]
+    async fn the_openapi_document_describes_the_routes() {
+        let (status, content_type, doc) = get(&state(), "/openapi.json").await;
+        assert_eq!(
+            (status, content_type.as_str()),
+            (StatusCode::OK, "application/json")
+        );
+        let mut paths: Vec<&str> = doc["paths"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        paths.sort_unstable();
+        assert_eq!(
+            paths,
+            [
+                "/v1/inventory",
+                "/v1/inventory/{sku}",
+                "/v1/orders/{id}",
+                "/v1/status",
+                "/v1/stream"
+            ]
+        );
+        let sku = &doc["paths"]["/v1/inventory/{sku}"]["get"]["parameters"][0]["schema"];
+        let max = schemas::validation::MAX_SKU_CHARS;
+        assert_eq!(sku["maxLength"], max);
+        assert_eq!(
+            sku["pattern"],
+            format!("^[A-Z0-9][A-Z0-9_-]{{0,{}}}$", max - 1)
+        );
+        let id = &doc["paths"]["/v1/orders/{id}"]["get"];
+        assert_eq!(id["parameters"][0]["schema"]["format"], "uuid");
+        assert_eq!(
+            id["parameters"][0]["schema"]["pattern"],
+            schemas::validation::ID_PATTERN
+        );
+        assert!(
+            id["responses"]["404"]["content"]["application/problem+json"].is_object(),
+            "{id}"
+        );
+        for (text, ok) in [
+            ("0b6f1d7e-5d9c-4c8e-9a51-0d6f3f1c2a7b", true),
+            ("00000000-0000-0000-0000-000000000000", false),
+            ("0b6f1d7e5d9c4c8e9a510d6f3f1c2a7b", false),
+        ] {
+            assert_eq!(schemas::validation::parse_id(text).is_ok(), ok, "{text}");
+        }
+        // A malformed query of the stream is a problem document, like every other error.
+        let (status, content_type, body) = get(&state(), "/v1/stream?snapshot=maybe").await;
+        assert_eq!(
+            (status, content_type.as_str()),
+            (StatusCode::BAD_REQUEST, "application/problem+json")
+        );
+        assert_eq!(body["status"], 400);
+    }
+
     #[tokio::test]
     async fn rest_answers_with_epochs_problems_and_zeros() {
         let state = state();
@@ -318,10 +546,17 @@ mod tests {
             body["as_of_epoch"], 1_000,
             "a 404 says which epoch it looked at"
         );
-        assert_eq!(
-            get(&state, "/v1/orders/not-a-uuid").await.0,
-            StatusCode::BAD_REQUEST
-        );
+        for id in [
+            "not-a-uuid",
+            "0b6f1d7e5d9c4c8e9a510d6f3f1c2a7b",
+            "00000000-0000-0000-0000-000000000000",
+        ] {
+            assert_eq!(
+                get(&state, &format!("/v1/orders/{id}")).await.0,
+                StatusCode::BAD_REQUEST,
+                "{id}: the hyphenated form only, not nil, as ingress and the events"
+            );
+        }
 
         assert_eq!(get(&state, "/healthz").await.0, StatusCode::OK);
         assert_eq!(

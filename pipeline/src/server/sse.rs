@@ -4,20 +4,25 @@
 
 use std::convert::Infallible;
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
+use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
 use tokio_stream::wrappers::BroadcastStream;
 
 use super::AppState;
-use super::rest::{OrderJson, StockJson};
+use super::rest::{OrderJson, ProblemJson, StockJson, problem};
 use crate::views::Delta;
 
 /// `?snapshot=true`: send the current views first.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct StreamQuery {
+    /// Send the current views (every SKU and order) before the changes.
     #[serde(default)]
     snapshot: bool,
 }
@@ -50,10 +55,42 @@ fn sse_events(delta: &Delta) -> Vec<SseEvent> {
     events
 }
 
+/// The changes of every committed epoch, as server-sent events.
+///
+/// `event: stock` and `event: order` carry one changed row each (absolute values, with
+/// `epoch`); `event: lagged` means the client fell behind and should re-read the
+/// snapshot. The stream ends when the job stops.
+#[utoipa::path(
+    get,
+    path = "/v1/stream",
+    tag = "inventory",
+    params(StreamQuery),
+    responses(
+        (status = 200, description = "The event stream.", content_type = "text/event-stream", body = String),
+        (status = 400, description = "A malformed query (`snapshot` is `true` or `false`).", body = ProblemJson, content_type = "application/problem+json"),
+    )
+)]
 pub(super) async fn stream(
-    State((state, shutdown)): AppState,
-    Query(query): Query<StreamQuery>,
-) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    State(app): AppState,
+    query: Result<Query<StreamQuery>, QueryRejection>,
+) -> Response {
+    let (state, shutdown) = app;
+    match query {
+        Ok(Query(query)) => events(state, shutdown, &query).into_response(),
+        Err(rejection) => problem(
+            StatusCode::BAD_REQUEST,
+            "Invalid query",
+            rejection.body_text(),
+            None,
+        ),
+    }
+}
+
+fn events(
+    state: super::ApiState,
+    shutdown: crate::Shutdown,
+    query: &StreamQuery,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>> + use<>> {
     // Subscribe before reading the snapshot, so that no change falls in between (a
     // change may then be sent twice, which is harmless for absolute values).
     let receiver = state.views.subscribe();

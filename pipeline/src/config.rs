@@ -63,6 +63,8 @@ pub struct PipelineConfig {
     pub server: ServerConfig,
     /// Workers and processes.
     pub timely: TimelyConfig,
+    /// State snapshots (off by default; see [`crate::snapshot`]).
+    pub snapshot: SnapshotConfig,
     /// The service name: consumer `group.id` (only a label, no offsets are committed),
     /// the `dlq.consumer.group` header and the CloudEvents source (`/<service>`).
     pub service: String,
@@ -81,6 +83,7 @@ impl Default for PipelineConfig {
             sink: SinkConfig::default(),
             server: ServerConfig::default(),
             timely: TimelyConfig::default(),
+            snapshot: SnapshotConfig::default(),
             service: SERVICE_NAME.to_owned(),
             telemetry: TelemetryConfig::default(),
         }
@@ -125,6 +128,23 @@ impl PipelineConfig {
         }
         if self.sink.transactional_id.trim().is_empty() {
             return bad("sink.transactional_id", "must not be empty");
+        }
+        if self.snapshot.enabled {
+            if self.snapshot.interval_ms < self.clock.epoch_ms {
+                return bad("snapshot.interval_ms", "must be at least clock.epoch_ms");
+            }
+            if self.snapshot.shards == 0 {
+                return bad("snapshot.shards", "must be at least 1");
+            }
+            if !(1_024..=900_000).contains(&self.snapshot.chunk_bytes) {
+                return bad(
+                    "snapshot.chunk_bytes",
+                    "must be between 1024 and 900000 (a chunk is one Kafka record)",
+                );
+            }
+            if self.snapshot.keep == 0 {
+                return bad("snapshot.keep", "must be at least 1");
+            }
         }
         if self.timely.workers == 0 {
             return bad("timely.workers", "must be at least 1");
@@ -181,6 +201,7 @@ impl TopicConfig {
             stock_updated: format!("{p}{}", StockUpdated::TOPIC),
             progress: format!("{p}{PROGRESS_TOPIC}"),
             dlq: format!("{p}{DLQ_TOPIC}"),
+            snapshots: format!("{p}{SNAPSHOTS_TOPIC}"),
         }
     }
 }
@@ -189,6 +210,8 @@ impl TopicConfig {
 pub const PROGRESS_TOPIC: &str = "inventory-service.progress";
 /// The dead-letter topic's name without prefix.
 pub const DLQ_TOPIC: &str = "inventory-service.dlq";
+/// The snapshot topic's name without prefix (compacted, one partition).
+pub const SNAPSHOTS_TOPIC: &str = "inventory-service.snapshots";
 
 /// Every topic the job reads or writes, resolved.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -201,6 +224,8 @@ pub struct TopicNames {
     pub progress: String,
     /// Dead letters.
     pub dlq: String,
+    /// State snapshots (compacted; used when `snapshot.enabled` without a directory).
+    pub snapshots: String,
 }
 
 impl TopicNames {
@@ -309,6 +334,38 @@ impl Default for SinkConfig {
             linger_ms: 5,
             transaction_timeout_ms: 60_000,
             call_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// State snapshots (see [`crate::snapshot`] and the README's "State snapshots").
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SnapshotConfig {
+    /// Take snapshots and restore from them. With it on, input topics may have finite
+    /// retention; the job refuses to start when they no longer cover what it needs.
+    pub enabled: bool,
+    /// At most one snapshot per this many milliseconds, while input arrives.
+    pub interval_ms: u64,
+    /// A local directory instead of the snapshot topic (development).
+    pub directory: Option<PathBuf>,
+    /// Shards per snapshot (the unit of loading; any worker count restores any).
+    pub shards: u32,
+    /// Largest chunk, in bytes (one Kafka record).
+    pub chunk_bytes: usize,
+    /// Snapshots kept; older ones are removed after a newer one is complete.
+    pub keep: usize,
+}
+
+impl Default for SnapshotConfig {
+    fn default() -> Self {
+        SnapshotConfig {
+            enabled: false,
+            interval_ms: 60_000,
+            directory: None,
+            shards: 16,
+            chunk_bytes: 512 * 1024,
+            keep: 2,
         }
     }
 }

@@ -15,11 +15,17 @@
 //! - The **committed frontier** (the probe on the sink's output) is how every source,
 //!   in every process, learns that its epochs were written; it throttles on it.
 //!
+//! - With snapshots on, the source's **markers** go to every worker's snapshot state
+//!   (which hands its copies to worker 0's collector and on to the writer thread) and to
+//!   the sink (which tells the writer what a marker covers once it is committed); see
+//!   [`crate::snapshot`].
+//!
 //! Neither path is a timely cycle: the waker and the probe act through activators and
 //! shared cells, not through dataflow edges back into the source.
 
 use std::cell::Cell;
 use std::rc::Rc;
+use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Mutex};
 
 use timely::dataflow::channels::pact::Pipeline;
@@ -29,8 +35,8 @@ use timely::dataflow::{ProbeHandle, Scope};
 use timely::scheduling::SyncActivator;
 
 use crate::logic;
-use crate::metrics::Metrics;
 use crate::sink::{SinkItem, SinkPorts, sink_operator};
+use crate::snapshot::{self, WriterInput};
 use crate::source::{SourceParams, kafka_source};
 
 /// Builds the worker's dataflow; returns the source operator's address (for the fetch
@@ -42,9 +48,10 @@ pub(crate) fn build<'scope>(
     sink_ports: Option<SinkPorts>,
     sink_activator: Arc<Mutex<Option<SyncActivator>>>,
     committed: &ProbeHandle<u64>,
-    metrics: Metrics,
+    snapshots: Option<Option<SyncSender<WriterInput>>>,
 ) -> Rc<[usize]> {
     let last_epoch = source.last_epoch;
+    let metrics = source.metrics.clone();
     let streams = kafka_source(scope, source);
     let (orders, stock) = logic::views(&streams.events);
 
@@ -71,7 +78,19 @@ pub(crate) fn build<'scope>(
     let order_items = orders
         .inner
         .map(|((id, view), time, diff)| (time, SinkItem::Order(id, view, diff)));
-    let items = streams.control.concat(stock_items).concat(order_items);
+    let marks = streams
+        .markers
+        .clone()
+        .map(|marker| (marker, SinkItem::Mark));
+    if let Some(writer) = snapshots {
+        let parts = snapshot::state::snapshot_parts(&streams.events, streams.markers);
+        snapshot::state::collect_parts(parts, writer, metrics.clone());
+    }
+    let items = streams
+        .control
+        .concat(stock_items)
+        .concat(order_items)
+        .concat(marks);
     sink_operator(items, sink_ports, sink_activator, last_epoch, metrics).probe_with(committed);
     streams.address
 }

@@ -83,6 +83,34 @@ pub enum PipelineError {
         committed: i64,
     },
 
+    /// With snapshots on, an input partition no longer holds records the state needs:
+    /// neither a snapshot nor the topic covers them (retention deleted them).
+    #[error(
+        "input {topic}/{partition} starts at offset {earliest}, but the state needs offsets from {needed} ({missing} records deleted by retention, not covered by a snapshot); restore the topic or a snapshot that covers offset {earliest}, or start a new job"
+    )]
+    RetentionGap {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// The first offset the state needs (the snapshot's offset; 0 without one).
+        needed: i64,
+        /// The partition's earliest offset.
+        earliest: i64,
+        /// `earliest - needed`.
+        missing: i64,
+    },
+
+    /// The snapshot store could not be read or written.
+    #[error("snapshot store {store}: {source}")]
+    Snapshot {
+        /// The store (topic or directory).
+        store: String,
+        /// What failed.
+        #[source]
+        source: Box<SnapshotError>,
+    },
+
     /// The schema the sink writes is not registered.
     #[error("the sink cannot write stock.updated: {source}")]
     SchemaNotRegistered {
@@ -215,6 +243,7 @@ impl PipelineError {
             | PipelineError::MissingInput { .. }
             | PipelineError::ProgressTopicShape { .. }
             | PipelineError::InputTruncated { .. }
+            | PipelineError::RetentionGap { .. }
             | PipelineError::SchemaNotRegistered { .. }
             | PipelineError::Progress { .. }
             | PipelineError::Bind { .. } => Fault::Setup,
@@ -222,6 +251,7 @@ impl PipelineError {
             PipelineError::Bus(e) => e.fault(),
             PipelineError::Transaction { source, .. } => source.fault(),
             PipelineError::Timely(_)
+            | PipelineError::Snapshot { .. }
             | PipelineError::Server { .. }
             | PipelineError::Spawn { .. }
             | PipelineError::Panicked { .. } => Fault::Infrastructure,
@@ -270,6 +300,50 @@ pub enum ProgressError {
     /// The topic was not read to its end in time.
     #[error("not read to its end within {0:?}")]
     Timeout(Duration),
+}
+
+/// What went wrong with a snapshot: a reason to skip it for the previous one (when
+/// loading) or to skip writing it.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// bincode could not encode an entry or the manifest.
+    #[error("encode: {0}")]
+    Encode(#[source] bincode::error::EncodeError),
+    /// A chunk or manifest does not decode.
+    #[error("decode: {0}")]
+    Decode(#[source] bincode::error::DecodeError),
+    /// A checksum, a length or the set of chunks does not match.
+    #[error("corrupt: {0}")]
+    Corrupt(String),
+    /// A manifest of a format version this job does not read.
+    #[error("snapshot format {found} is not the supported {supported}")]
+    Format {
+        /// The manifest's version.
+        found: u32,
+        /// The job's.
+        supported: u32,
+    },
+    /// Reading or writing the directory store.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Reading or writing the Kafka store.
+    #[error("{operation}: {source}")]
+    Kafka {
+        /// What was done.
+        operation: String,
+        /// Kafka's error.
+        #[source]
+        source: KafkaError,
+    },
+    /// The Kafka store's client could not be built.
+    #[error("{0}")]
+    Bus(#[source] Box<BusError>),
 }
 
 /// An error timely reported. timely's own API reports errors as text, which this

@@ -50,4 +50,7 @@ pub enum SinkItem {
     Upper(u8, i32, i64),
     /// A dead letter of the epoch.
     Dead(Box<DeadRecord>),
+    /// A snapshot marker at this time (see [`crate::snapshot`]): once every epoch
+    /// before it is committed, the sink tells the snapshot writer what it covers.
+    Mark,
 }

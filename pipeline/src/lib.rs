@@ -37,7 +37,7 @@
 use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{channel, sync_channel};
+use std::sync::mpsc::{SyncSender, channel, sync_channel};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -58,6 +58,7 @@ pub mod model;
 pub mod progress;
 pub mod server;
 pub mod sink;
+pub mod snapshot;
 pub mod source;
 pub mod views;
 
@@ -130,6 +131,10 @@ struct Shared {
     health: Arc<Health>,
     failure: Failure,
     progress: OnceLock<Option<Arc<Progress>>>,
+    /// The snapshot this start restores (`None`: off, none usable, or loading failed).
+    snapshot: OnceLock<Option<Arc<snapshot::Loaded>>>,
+    /// Worker 0's end of the snapshot writer's channel (process 0, snapshots on).
+    snapshot_writer: Mutex<Option<SyncSender<snapshot::WriterInput>>>,
     sink_ports: Mutex<Option<SinkPorts>>,
     sink_activator: Arc<Mutex<Option<SyncActivator>>>,
 }
@@ -186,6 +191,8 @@ pub fn run_with(
         health: Arc::clone(&health),
         failure: Failure::default(),
         progress: OnceLock::new(),
+        snapshot: OnceLock::new(),
+        snapshot_writer: Mutex::new(None),
         sink_ports: Mutex::new(None),
         sink_activator: Arc::default(),
     });
@@ -224,6 +231,39 @@ pub fn run_with(
             "progress read"
         );
         let restored: Vec<((u8, i32), i64)> = progress.bindings.uppers().collect();
+        let mut snapshots = None;
+        let mut restored_versions = None;
+        if config.snapshot.enabled {
+            let (loaded, store, existing) =
+                snapshot::restore(&config, &topics, &progress.bindings, &metrics)?;
+            if let Some(loaded) = &loaded {
+                restored_versions = Some((loaded.manifest.epoch, loaded.versions()));
+            }
+            let _ = shared.snapshot.set(loaded.map(Arc::new));
+            let (writer_tx, writer_rx) = sync_channel(4);
+            let writer = snapshot::Writer {
+                store,
+                input: writer_rx,
+                config: config.snapshot.clone(),
+                workers: u32::try_from(config.timely.peers()).unwrap_or(u32::MAX),
+                metrics: metrics.clone(),
+                existing,
+            };
+            // Not joined: a write cut short by the end of the job is a torn snapshot,
+            // which the next start skips.
+            std::thread::Builder::new()
+                .name("snapshots".into())
+                .spawn(move || writer.run())
+                .map_err(|source| PipelineError::Spawn {
+                    what: "snapshot writer".into(),
+                    source,
+                })?;
+            *shared
+                .snapshot_writer
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(writer_tx.clone());
+            snapshots = Some(writer_tx);
+        }
         let _ = shared.progress.set(Some(Arc::new(progress)));
 
         let (commands_tx, commands_rx) = sync_channel(config.sink.queue_epochs);
@@ -247,6 +287,8 @@ pub fn run_with(
             source: format!("/{}", config.service),
             group: config.service.clone(),
             restored,
+            restored_versions,
+            snapshots,
         };
         let sink_shared = Arc::clone(&shared);
         sink_thread = Some(
@@ -390,6 +432,27 @@ fn worker_main(worker: &mut timely::worker::Worker, shared: &Shared) -> Result<(
         return Ok(()); // failure recorded
     };
     let bindings = Arc::new(progress.bindings.clone());
+    // Processes other than 0 load the snapshot here, once (process 0 did before timely).
+    let snapshot = shared.snapshot.get_or_init(|| {
+        if !config.snapshot.enabled {
+            return None;
+        }
+        match snapshot::restore(config, &shared.topics, &bindings, &shared.metrics) {
+            Ok((loaded, _, _)) => loaded.map(Arc::new),
+            Err(e) => {
+                shared.fail(e);
+                None
+            }
+        }
+    });
+    if shared.shutdown.is_triggered() {
+        return Ok(()); // failure recorded
+    }
+    let snapshot = snapshot.clone();
+    let restore = snapshot
+        .as_ref()
+        .map(|s| (s.manifest.epoch, s.records(index, peers)));
+    let start_offsets = snapshot.as_ref().map(|s| s.offsets()).unwrap_or_default();
 
     let (queue_tx, queue_rx) = sync_channel(config.source.queue_capacity);
     let committed = ProbeHandle::new();
@@ -407,17 +470,33 @@ fn worker_main(worker: &mut timely::worker::Worker, shared: &Shared) -> Result<(
         epoch_ms: config.clock.epoch_ms,
         slack_ms: config.clock.slack_ms,
         max_per_activation: config.source.max_records_per_activation,
-        first_epoch: bindings.first_epoch(),
+        first_epoch: restore
+            .as_ref()
+            .map(|(epoch, _)| *epoch)
+            .or(bindings.first_epoch()),
         last_epoch: bindings.last_epoch(),
         queue: queue_rx,
         committed: committed.clone(),
         demand: Rc::clone(&demand),
         metrics: shared.metrics.clone(),
         topics: shared.topics.inputs.clone(),
+        snapshot_every_ms: (config.snapshot.enabled && index == 0)
+            .then_some(config.snapshot.interval_ms),
+        restore,
     };
+    let snapshot_wiring = config.snapshot.enabled.then(|| {
+        if index == 0 {
+            shared
+                .snapshot_writer
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take()
+        } else {
+            None
+        }
+    });
     let sink_activator = Arc::clone(&shared.sink_activator);
-    let metrics = shared.metrics.clone();
-    metrics::watch_arrangements(worker, &metrics);
+    metrics::watch_arrangements(worker, &shared.metrics);
     let address = worker.dataflow::<u64, _, _>(|scope| {
         dataflow::build(
             scope,
@@ -426,7 +505,7 @@ fn worker_main(worker: &mut timely::worker::Worker, shared: &Shared) -> Result<(
             ports,
             sink_activator,
             &committed,
-            metrics,
+            snapshot_wiring,
         )
     });
 
@@ -440,6 +519,8 @@ fn worker_main(worker: &mut timely::worker::Worker, shared: &Shared) -> Result<(
             worker: index,
             peers,
             bindings,
+            start_offsets,
+            strict_retention: config.snapshot.enabled,
             statistics_interval_ms: config.source.statistics_interval_ms,
             metrics: shared.metrics.clone(),
             stop: Arc::clone(&stop),

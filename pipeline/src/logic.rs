@@ -434,3 +434,62 @@ pub fn views<'scope>(events: &Events<'scope>) -> (Orders<'scope>, Stock<'scope>)
     let stock = stock_levels(events, &orders);
     (orders, stock)
 }
+
+/// One order's records compacted for a snapshot: records that, followed by any records
+/// with greater [`Pos`], fold to the same view as `history` followed by them.
+///
+/// Without an `order.created` every record is kept (each may matter once the created
+/// arrives). With one, the fold's state is the first created (currency, base lines),
+/// the last line change applied (revision and lines) and the terminal event, if any:
+/// exactly those records are kept, with their original positions, so a fold over them
+/// (rules 1-6 of the module docs) reaches the same status, lines and revision. Records
+/// of other orders or stock adjustments in `history` are dropped.
+pub fn compact_order(history: &[(Pos, InputEvent)]) -> Vec<(Pos, InputEvent)> {
+    let mut sorted: Vec<&(Pos, InputEvent)> = history.iter().collect();
+    sorted.sort();
+    let created = sorted
+        .iter()
+        .position(|(_, event)| matches!(event, InputEvent::OrderCreated { .. }));
+    let Some(created) = created else {
+        return sorted
+            .into_iter()
+            .filter(|(_, event)| event.order_id().is_some())
+            .cloned()
+            .collect();
+    };
+    let mut revision = 0u32;
+    let mut lines = None;
+    let mut terminal = None;
+    for (index, (_, event)) in sorted.iter().enumerate() {
+        match event {
+            InputEvent::OrderUpdated {
+                revision: update,
+                change: Change::Lines(_),
+                ..
+            } => {
+                if *update > revision {
+                    revision = *update;
+                    lines = Some(index);
+                }
+            }
+            InputEvent::OrderUpdated {
+                change: Change::Cancel,
+                ..
+            }
+            | InputEvent::PaymentCompleted { .. }
+            | InputEvent::PaymentFailed { .. } => {
+                terminal = Some(index);
+                break;
+            }
+            InputEvent::OrderCreated { .. } | InputEvent::StockAdjusted { .. } => {}
+        }
+    }
+    let mut kept: Vec<usize> = [Some(created), lines, terminal]
+        .into_iter()
+        .flatten()
+        .collect();
+    kept.sort_unstable();
+    kept.into_iter()
+        .map(|index| sorted[index].clone())
+        .collect()
+}

@@ -18,6 +18,16 @@
 //! | `pipeline_sink_commit_seconds` | | latency of one transaction (begin → commit) |
 //! | `pipeline_sink_epochs_per_transaction` | | epochs committed together |
 //! | `pipeline_sink_records_total` | topic | records written by committed transactions |
+//! | `pipeline_snapshot_age_seconds` | | now minus the epoch of the newest snapshot written or restored (0: none) |
+//! | `pipeline_snapshot_bytes` | | size of that snapshot's chunks |
+//! | `pipeline_snapshot_write_seconds` | | one snapshot write: encode, store, manifest |
+//! | `pipeline_snapshot_load_seconds` | | loading and verifying the snapshot at start |
+//! | `pipeline_snapshot_restored_entries` | | keys restored from it |
+//! | `pipeline_snapshot_rejected_total` | | snapshots skipped at start (torn, corrupt, not covered by the progress topic) |
+//! | `pipeline_snapshot_skipped_total` | | markers not written because the writer was busy |
+//! | `pipeline_snapshot_failed_total` | | snapshot writes that failed (the job goes on) |
+//!
+//! Records replayed after a snapshot are `pipeline_replayed_total`.
 //!
 //! Why "frontier delay" is not simply `now − frontier`: the job does not tick while it
 //! is idle (that would cost CPU for nothing), so an idle job's frontier stands still and
@@ -64,6 +74,23 @@ pub struct Metrics {
     pub epochs_per_transaction: Histogram,
     /// Records written by committed transactions, per topic.
     pub sink_records: IntCounterVec,
+    /// The epoch of the newest snapshot (0: none), read at scrape time.
+    snapshot_epoch: Arc<AtomicU64>,
+    snapshot_age: prometheus::Gauge,
+    /// Size of the newest snapshot.
+    pub snapshot_bytes: IntGauge,
+    /// Snapshot write durations.
+    pub snapshot_write_seconds: Histogram,
+    /// Loading the snapshot at start.
+    pub snapshot_load_seconds: prometheus::Gauge,
+    /// Keys restored from a snapshot.
+    pub snapshot_restored_entries: IntGauge,
+    /// Snapshots rejected at start.
+    pub snapshot_rejected: IntCounter,
+    /// Markers skipped because the writer was busy.
+    pub snapshot_skipped: IntCounter,
+    /// Failed snapshot writes.
+    pub snapshot_failed: IntCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -184,8 +211,67 @@ impl Metrics {
             "Records written by committed sink transactions.",
             &["topic"],
         );
+        let gauge = |name: &str, help: &str| {
+            register(
+                &r,
+                prometheus::Gauge::new(name, help).expect("valid metric"),
+            )
+        };
+        let int_gauge =
+            |name: &str, help: &str| register(&r, IntGauge::new(name, help).expect("valid metric"));
+        let counter = |name: &str, help: &str| {
+            register(&r, IntCounter::new(name, help).expect("valid metric"))
+        };
+        let snapshot_age = gauge(
+            "pipeline_snapshot_age_seconds",
+            "Now minus the epoch of the newest snapshot written or restored (0: none).",
+        );
+        let snapshot_bytes = int_gauge(
+            "pipeline_snapshot_bytes",
+            "Size of the newest snapshot's chunks.",
+        );
+        let snapshot_write_seconds = register(
+            &r,
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    "pipeline_snapshot_write_seconds",
+                    "One snapshot write: encode, store the chunks and the manifest.",
+                )
+                .buckets(vec![0.01, 0.05, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0]),
+            )
+            .expect("valid metric"),
+        );
+        let snapshot_load_seconds = gauge(
+            "pipeline_snapshot_load_seconds",
+            "Loading and verifying the snapshot at start.",
+        );
+        let snapshot_restored_entries = int_gauge(
+            "pipeline_snapshot_restored_entries",
+            "Keys restored from a snapshot at start.",
+        );
+        let snapshot_rejected = counter(
+            "pipeline_snapshot_rejected_total",
+            "Snapshots skipped at start: torn, corrupt or not covered by the progress topic.",
+        );
+        let snapshot_skipped = counter(
+            "pipeline_snapshot_skipped_total",
+            "Snapshot markers not written because the writer was still busy.",
+        );
+        let snapshot_failed = counter(
+            "pipeline_snapshot_failed_total",
+            "Snapshot writes that failed.",
+        );
         Metrics {
             registry: r,
+            snapshot_epoch: Arc::new(AtomicU64::new(0)),
+            snapshot_age,
+            snapshot_bytes,
+            snapshot_write_seconds,
+            snapshot_load_seconds,
+            snapshot_restored_entries,
+            snapshot_rejected,
+            snapshot_skipped,
+            snapshot_failed,
             input_lag,
             records,
             dead_lettered,
@@ -216,6 +302,21 @@ impl Metrics {
         }
     }
 
+    /// Records the newest snapshot (written or restored): its epoch and size.
+    pub fn note_snapshot(&self, epoch: u64, bytes: u64) {
+        self.snapshot_epoch.store(epoch, Ordering::Relaxed);
+        self.snapshot_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    /// Seconds since the newest snapshot's epoch (0 without one).
+    pub fn snapshot_age(&self) -> f64 {
+        match self.snapshot_epoch.load(Ordering::Relaxed) {
+            0 => 0.0,
+            epoch => now_ms().saturating_sub(epoch) as f64 / 1000.0,
+        }
+    }
+
     /// The registry, for adding a service's own metrics.
     pub fn registry(&self) -> &Registry {
         &self.registry
@@ -224,6 +325,7 @@ impl Metrics {
     /// Everything in the Prometheus text format.
     pub fn render(&self) -> String {
         self.frontier_delay.set(self.frontier_delay());
+        self.snapshot_age.set(self.snapshot_age());
         let mut out = Vec::new();
         // Encoding into a Vec cannot fail for well-formed metrics.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);

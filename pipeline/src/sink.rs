@@ -94,6 +94,7 @@ use crate::flow::{DeadRecord, ORDER_LOG_TARGET};
 use crate::logic::{Diff, OrderId, OrderView, Sku, StockLevel};
 use crate::metrics::Metrics;
 use crate::progress::{EpochBinding, FORMAT, ProgressRecord};
+use crate::snapshot::WriterInput;
 use crate::views::{Delta, OrderChange, StockChange, Views};
 
 pub use crate::flow::SinkItem;
@@ -115,6 +116,8 @@ pub(crate) enum SinkCommand {
     Rebuilt(Option<u64>),
     /// A new epoch: write it.
     Commit(Box<EpochOutput>),
+    /// A snapshot marker: every epoch before it is committed once this is handled.
+    Snapshot(u64),
 }
 
 /// Health flags shared by the sink and the API.
@@ -138,6 +141,7 @@ pub(crate) fn consolidate(time: u64, items: Vec<SinkItem>) -> EpochOutput {
             SinkItem::Order(id, view, diff) => *orders.entry((id, view)).or_default() += diff,
             SinkItem::Upper(topic, partition, upper) => uppers.push((topic, partition, upper)),
             SinkItem::Dead(d) => dead.push(*d),
+            SinkItem::Mark => {}
         }
     }
     // Per key: the added value is the new one; a key with only a retraction left.
@@ -263,7 +267,18 @@ pub(crate) fn sink_operator<'scope>(
                             break;
                         }
                     }
-                    let items = pending.remove(&time).unwrap_or_default();
+                    let mut items = pending.remove(&time).unwrap_or_default();
+                    let marks = items.len();
+                    items.retain(|item| *item != SinkItem::Mark);
+                    if items.len() < marks {
+                        // Every epoch before `time` was sent already; best effort: a
+                        // full queue skips this snapshot (the writer then drops it).
+                        let _ = ports.commands.try_send(SinkCommand::Snapshot(time));
+                    }
+                    if items.is_empty() {
+                        held.remove(&time); // a marker alone: nothing to commit
+                        continue;
+                    }
                     let output = consolidate(time, items);
                     let command = if replayed(time) {
                         SinkCommand::Replay(output.delta)
@@ -364,6 +379,11 @@ pub(crate) struct SinkThread {
     pub group: String,
     /// The committed uppers restored by the replay.
     pub restored: Vec<((u8, i32), i64)>,
+    /// A restored snapshot's epoch and SKU versions: the views take these versions
+    /// right after the snapshot's epoch (whose replay stamps every SKU with it).
+    pub restored_versions: Option<(u64, Vec<(Sku, u64)>)>,
+    /// The snapshot writer, when snapshots are on.
+    pub snapshots: Option<SyncSender<WriterInput>>,
 }
 
 /// One DEBUG line per order whose state an epoch committed, under
@@ -394,7 +414,7 @@ fn log_committed(delta: &Delta) {
 impl SinkThread {
     /// The thread's loop: returns when worker 0 is gone, or with the error that stops
     /// the job.
-    pub(crate) fn run_blocking(self) -> Result<(), PipelineError> {
+    pub(crate) fn run_blocking(mut self) -> Result<(), PipelineError> {
         let mut deferred: Option<SinkCommand> = None;
         loop {
             let command = match deferred.take() {
@@ -410,9 +430,26 @@ impl SinkThread {
             };
             match command {
                 SinkCommand::Replay(delta) => {
+                    let epoch = delta.epoch;
+                    if self
+                        .restored_versions
+                        .as_ref()
+                        .is_some_and(|(s, _)| epoch > *s)
+                    {
+                        self.restore_versions();
+                    }
                     self.views.apply(delta, &[]);
+                    if self
+                        .restored_versions
+                        .as_ref()
+                        .is_some_and(|(s, _)| epoch == *s)
+                    {
+                        self.restore_versions();
+                    }
                 }
+                SinkCommand::Snapshot(marker) => self.mark_snapshot(marker),
                 SinkCommand::Rebuilt(epoch) => {
+                    self.restore_versions();
                     self.views.restore_offsets(self.restored.iter().copied());
                     self.views.set_ready(epoch);
                     tracing::info!(as_of = ?epoch, "views rebuilt");
@@ -591,6 +628,37 @@ impl SinkThread {
             .with_label_values(&[self.topics.progress.as_str()])
             .inc();
         Ok(())
+    }
+
+    /// Gives the views a restored snapshot's SKU versions (once).
+    fn restore_versions(&mut self) {
+        if let Some((_, versions)) = self.restored_versions.take() {
+            self.views.restore_versions(versions);
+        }
+    }
+
+    /// Every epoch before `marker` is committed and in the views: hands what the
+    /// snapshot covers to the writer (never waits: a busy writer skips the marker).
+    fn mark_snapshot(&self, marker: u64) {
+        let Some(writer) = &self.snapshots else {
+            return;
+        };
+        let mark = {
+            let state = self.views.read();
+            WriterInput::Mark {
+                marker,
+                epoch: state.as_of,
+                offsets: state.offsets.clone(),
+                versions: state
+                    .versions
+                    .iter()
+                    .map(|(s, v)| (s.clone(), *v))
+                    .collect(),
+            }
+        };
+        if writer.try_send(mark).is_err() {
+            self.metrics.snapshot_skipped.inc();
+        }
     }
 
     /// Serves the producer's queued events (delivery reports, errors, logs) without

@@ -194,6 +194,12 @@ impl Views {
         let _ = self.changes.send(delta);
     }
 
+    /// Sets SKU versions restored from a snapshot (the epoch of each SKU's last change).
+    pub fn restore_versions(&self, versions: impl IntoIterator<Item = (crate::logic::Sku, u64)>) {
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        state.versions.extend(versions);
+    }
+
     /// Records the offsets a replay restored (the committed uppers of the bindings).
     pub fn restore_offsets(&self, offsets: impl IntoIterator<Item = ((u8, i32), i64)>) {
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());

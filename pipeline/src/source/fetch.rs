@@ -33,6 +33,10 @@ pub(crate) struct FetchParams {
     pub worker: usize,
     pub peers: usize,
     pub bindings: Arc<Bindings>,
+    /// A restored snapshot's offsets: each partition is read from here (0: beginning).
+    pub start_offsets: HashMap<(u8, i32), i64>,
+    /// Snapshots on: records the state needs but retention deleted stop the job.
+    pub strict_retention: bool,
     pub statistics_interval_ms: u64,
     pub metrics: Metrics,
     pub stop: Arc<AtomicBool>,
@@ -163,8 +167,13 @@ impl Fetcher {
         let mut replay: HashMap<(u8, i32), i64> = HashMap::new();
         for (topic, partition) in &owned {
             let upper = params.bindings.upper(*topic, *partition);
-            if upper == 0 {
-                continue;
+            let start = params
+                .start_offsets
+                .get(&(*topic, *partition))
+                .copied()
+                .unwrap_or(0);
+            if upper == 0 || start >= upper {
+                continue; // nothing committed after the snapshot (if any)
             }
             let name = &params.topics[usize::from(*topic)];
             let (low, high) = consumer
@@ -180,6 +189,15 @@ impl Fetcher {
                     committed: upper,
                 });
             }
+            if params.strict_retention && low > start {
+                return Err(PipelineError::RetentionGap {
+                    topic: name.clone(),
+                    partition: *partition,
+                    needed: start,
+                    earliest: low,
+                    missing: low - start,
+                });
+            }
             if low >= upper {
                 tracing::warn!(
                     topic = %name, partition, low, upper,
@@ -191,10 +209,13 @@ impl Fetcher {
         }
         let mut tpl = TopicPartitionList::new();
         for (topic, partition) in &owned {
+            let start = params.start_offsets.get(&(*topic, *partition)).copied();
             tpl.add_partition_offset(
                 &params.topics[usize::from(*topic)],
                 *partition,
-                Offset::Beginning,
+                start
+                    .filter(|s| *s > 0)
+                    .map_or(Offset::Beginning, Offset::Offset),
             )
             .map_err(|e| PipelineError::kafka("assign", e))?;
         }

@@ -38,6 +38,11 @@ pub(crate) struct SourceParams {
     pub demand: Rc<Cell<u64>>,
     pub metrics: Metrics,
     pub topics: [String; 5],
+    /// Worker 0 with snapshots on: emit a snapshot marker at most this often.
+    pub snapshot_every_ms: Option<u64>,
+    /// A restored snapshot's records of this worker, inserted at its epoch (which is
+    /// then `first_epoch`).
+    pub restore: Option<(u64, Vec<(Pos, InputEvent)>)>,
 }
 
 /// The streams of a worker's source.
@@ -48,6 +53,8 @@ pub(crate) struct SourceStreams<'scope> {
     pub control: StreamVec<'scope, u64, (u64, SinkItem)>,
     /// The first record of every epoch of this worker, as the epoch's time.
     pub announcements: StreamVec<'scope, u64, u64>,
+    /// Snapshot markers (worker 0 only), each at its own time.
+    pub markers: StreamVec<'scope, u64, u64>,
     /// The operator's address, for activators.
     pub address: Rc<[usize]>,
 }
@@ -64,12 +71,15 @@ pub(crate) fn kafka_source<'scope>(
     let (events_output, events) = builder.new_output::<Vec<EventUpdate>>();
     let (control_output, control) = builder.new_output::<Vec<(u64, SinkItem)>>();
     let (announce_output, announcements) = builder.new_output::<Vec<u64>>();
+    let (marker_output, markers) = builder.new_output::<Vec<u64>>();
     let mut events_output =
         OutputBuilder::<_, CapacityContainerBuilder<Vec<EventUpdate>>>::from(events_output);
     let mut control_output =
         OutputBuilder::<_, CapacityContainerBuilder<Vec<(u64, SinkItem)>>>::from(control_output);
     let mut announce_output =
         OutputBuilder::<_, CapacityContainerBuilder<Vec<u64>>>::from(announce_output);
+    let mut marker_output =
+        OutputBuilder::<_, CapacityContainerBuilder<Vec<u64>>>::from(marker_output);
     let activator = scope.activator_for(Rc::clone(&info.address));
     let address = Rc::clone(&info.address);
 
@@ -81,6 +91,7 @@ pub(crate) fn kafka_source<'scope>(
                 &mut events_output,
                 &mut control_output,
                 &mut announce_output,
+                &mut marker_output,
             );
         }
     });
@@ -89,6 +100,7 @@ pub(crate) fn kafka_source<'scope>(
         events: events.as_collection(),
         control,
         announcements,
+        markers,
         address,
     }
 }
@@ -110,6 +122,9 @@ struct SourceState {
     throttled: bool,
     /// Dead-lettered offsets seen during replay, for a consistency warning.
     warned: HashSet<(u8, i32)>,
+    /// The last snapshot marker (or the live start), and whether input arrived since.
+    last_marker: u64,
+    active: bool,
 }
 
 impl SourceState {
@@ -129,6 +144,8 @@ impl SourceState {
             uncommitted: VecDeque::new(),
             throttled: false,
             warned: HashSet::new(),
+            last_marker: 0,
+            active: false,
         }
     }
 
@@ -152,6 +169,7 @@ impl SourceState {
         events_output: &mut OutputBuilder<u64, CapacityContainerBuilder<Vec<EventUpdate>>>,
         control_output: &mut OutputBuilder<u64, CapacityContainerBuilder<Vec<(u64, SinkItem)>>>,
         announce_output: &mut OutputBuilder<u64, CapacityContainerBuilder<Vec<u64>>>,
+        marker_output: &mut OutputBuilder<u64, CapacityContainerBuilder<Vec<u64>>>,
     ) {
         let Some(mut caps) = self.caps.take() else {
             return;
@@ -162,6 +180,7 @@ impl SourceState {
             events_output,
             control_output,
             announce_output,
+            marker_output,
         );
         self.caps = Some(caps);
     }
@@ -173,12 +192,22 @@ impl SourceState {
         events_output: &mut OutputBuilder<u64, CapacityContainerBuilder<Vec<EventUpdate>>>,
         control_output: &mut OutputBuilder<u64, CapacityContainerBuilder<Vec<(u64, SinkItem)>>>,
         announce_output: &mut OutputBuilder<u64, CapacityContainerBuilder<Vec<u64>>>,
+        marker_output: &mut OutputBuilder<u64, CapacityContainerBuilder<Vec<u64>>>,
     ) {
         let epoch_ms = self.params.epoch_ms;
         let budget = self.params.max_per_activation;
         let mut events = events_output.activate();
         let mut control = control_output.activate();
         let mut announce = announce_output.activate();
+        let mut markers = marker_output.activate();
+
+        if let Some((time, records)) = self.params.restore.take() {
+            // A snapshot's state, at its (committed) epoch: rebuilt, never emitted.
+            let cap = caps[0].delayed(&time);
+            events
+                .session(&cap)
+                .give_iterator(records.into_iter().map(|record| (record, time, 1)));
+        }
 
         if !self.live {
             // Replay: records at their bound epochs, grouped by epoch.
@@ -258,6 +287,7 @@ impl SourceState {
             for cap in caps.iter_mut() {
                 cap.downgrade(&start);
             }
+            self.last_marker = start;
             tracing::debug!(start, "source live");
         }
 
@@ -275,6 +305,18 @@ impl SourceState {
             }
             for cap in caps.iter_mut() {
                 cap.downgrade(&clock);
+            }
+            // Worker 0: a snapshot marker at the new open epoch, when due and input
+            // arrived (here or, announced, anywhere) since the last one.
+            self.active |= self.params.demand.get() >= self.last_marker;
+            if let Some(every) = self.params.snapshot_every_ms
+                && self.active
+                && clock >= self.last_marker.saturating_add(every)
+            {
+                markers.session(&caps[3]).give(clock);
+                tracing::debug!(marker = clock, "snapshot marker");
+                self.last_marker = clock;
+                self.active = false;
             }
         }
         let open = *caps[0].time();
@@ -318,6 +360,7 @@ impl SourceState {
                     continue;
                 };
                 taken += 1;
+                self.active = true;
                 if !self.epoch_has_records {
                     self.epoch_has_records = true;
                     self.uncommitted.push_back(open);

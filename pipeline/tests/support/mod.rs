@@ -101,6 +101,11 @@ impl Env {
         ));
         specs.push((names.progress.clone(), 1, vec![("retention.ms", "-1")]));
         specs.push((names.dlq.clone(), 3, vec![]));
+        specs.push((
+            names.snapshots.clone(),
+            1,
+            vec![("cleanup.policy", "compact")],
+        ));
         let list = TopicList {
             topics: specs
                 .iter()
@@ -179,6 +184,21 @@ impl Env {
         config.server.grpc = grpc;
         config.timely.workers = workers;
         config
+    }
+
+    /// Deletes the records of `topic`/`partition` before `offset`, as retention would.
+    pub async fn delete_records_before(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> Result<(), BoxError> {
+        let mut tpl = eventbus::kafka::TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition, eventbus::kafka::Offset::Offset(offset))?;
+        let options =
+            rdkafka::admin::AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        self.admin.client().delete_records(&tpl, &options).await?;
+        Ok(())
     }
 
     /// Deletes the topics and subjects.

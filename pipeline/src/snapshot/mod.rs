@@ -1,0 +1,600 @@
+//! State snapshots: recovery and rescaling whose cost follows the live state, not the
+//! length of history (design and operator procedure: `pipeline/README.md`, "State
+//! snapshots").
+//!
+//! - [`format`]: entries, chunks, manifest (bincode, SHA-256);
+//! - [`store`]: the compacted Kafka topic or a local directory;
+//! - `state`: the dataflow operators that keep each worker's compacted state and hand a
+//!   copy per marker to worker 0;
+//! - here: the writer thread (process 0), which pairs the parts of a marker with what
+//!   the sink knows of it (the committed epoch, offsets and SKU versions) and writes the
+//!   snapshot, and [`load_newest`], which picks the snapshot a start restores.
+//!
+//! Why the writer pairs two inputs: the state comes from the dataflow (every worker's
+//! keys), but what a snapshot *covers* (the input offsets of every epoch below the
+//! marker, the last committed epoch, the versions the views hold) is only known to the
+//! sink thread once those epochs are committed. Neither waits for the other: both hand
+//! their half over with `try_send`, and a marker whose halves do not both arrive is
+//! simply not written.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::mpsc::Receiver;
+use std::time::Instant;
+
+use crate::clock::now_ms;
+use crate::config::SnapshotConfig;
+use crate::error::SnapshotError;
+use crate::logic::{InputEvent, Pos, Sku};
+use crate::metrics::Metrics;
+
+pub mod format;
+pub(crate) mod state;
+pub mod store;
+
+use format::{ChunkInfo, Entry, FORMAT, Manifest, decode_chunk, encode_chunks};
+use store::Store;
+
+/// The `Pos` of the one synthetic adjustment a snapshot restores per SKU: partition −1
+/// of the adjustments topic, which no Kafka record has.
+pub const RESTORED_ADJUSTMENT: Pos = Pos {
+    time: 0,
+    topic: 4,
+    partition: -1,
+    offset: 0,
+};
+
+/// What reaches the writer thread.
+#[derive(Debug)]
+pub(crate) enum WriterInput {
+    /// Every worker's entries for a marker (from worker 0's collector).
+    Parts {
+        /// The marker.
+        marker: u64,
+        /// All workers' entries.
+        entries: Vec<Entry>,
+    },
+    /// What the sink knows once every epoch below the marker is committed.
+    Mark {
+        /// The marker.
+        marker: u64,
+        /// The last committed epoch below it (`None`: nothing committed yet).
+        epoch: Option<u64>,
+        /// The committed offsets (`(topic, partition) -> upper`).
+        offsets: BTreeMap<(u8, i32), i64>,
+        /// Every SKU's version in the views.
+        versions: Vec<(Sku, u64)>,
+    },
+}
+
+/// A verified snapshot, loaded.
+#[derive(Debug)]
+pub struct Loaded {
+    /// Its manifest.
+    pub manifest: Manifest,
+    /// Its entries, by shard.
+    pub shards: Vec<Vec<Entry>>,
+}
+
+impl Loaded {
+    /// The records worker `worker` of `peers` introduces at the snapshot's epoch: those
+    /// of the shards `s` with `s mod peers = worker` (the dataflow then exchanges every
+    /// record by key, so any split is correct; this one spreads the decoding).
+    pub fn records(&self, worker: usize, peers: usize) -> Vec<(Pos, InputEvent)> {
+        let mut out = Vec::new();
+        for (shard, entries) in self.shards.iter().enumerate() {
+            if shard % peers.max(1) != worker {
+                continue;
+            }
+            for entry in entries {
+                match entry {
+                    Entry::Order { records, .. } => out.extend(records.iter().cloned()),
+                    Entry::Stock { sku, adjusted, .. } if *adjusted != 0 => out.push((
+                        RESTORED_ADJUSTMENT,
+                        InputEvent::StockAdjusted {
+                            sku: sku.clone(),
+                            delta: *adjusted,
+                        },
+                    )),
+                    Entry::Stock { .. } => {}
+                }
+            }
+        }
+        out
+    }
+
+    /// Every SKU's version as of the snapshot.
+    pub fn versions(&self) -> Vec<(Sku, u64)> {
+        self.shards
+            .iter()
+            .flatten()
+            .filter_map(|entry| match entry {
+                Entry::Stock { sku, version, .. } if *version > 0 => Some((sku.clone(), *version)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The snapshot's offset of every partition (0 for one it does not list).
+    pub fn offsets(&self) -> HashMap<(u8, i32), i64> {
+        self.manifest
+            .offsets
+            .iter()
+            .map(|(t, p, o)| ((*t, *p), *o))
+            .collect()
+    }
+
+    /// Records over all shards.
+    pub fn entries(&self) -> usize {
+        self.shards.iter().map(Vec::len).sum()
+    }
+}
+
+/// Reads and verifies snapshot `marker`.
+pub fn load(store: &mut dyn Store, marker: u64) -> Result<Loaded, SnapshotError> {
+    let bytes = store
+        .manifest(marker)?
+        .ok_or_else(|| SnapshotError::Corrupt("no manifest".into()))?;
+    let manifest = Manifest::from_bytes(&bytes)?;
+    if manifest.marker != marker {
+        return Err(SnapshotError::Corrupt(format!(
+            "manifest of {} stored as {marker}",
+            manifest.marker
+        )));
+    }
+    let mut shards = vec![Vec::new(); usize::try_from(manifest.shards.max(1)).unwrap_or(1)];
+    for info in &manifest.chunks {
+        let bytes = store.chunk(marker, info)?.ok_or_else(|| {
+            SnapshotError::Corrupt(format!("chunk {}/{} missing", info.shard, info.index))
+        })?;
+        let shard = shards
+            .get_mut(usize::try_from(info.shard).unwrap_or(usize::MAX))
+            .ok_or_else(|| SnapshotError::Corrupt(format!("shard {} out of range", info.shard)))?;
+        shard.extend(decode_chunk(info, &bytes)?);
+    }
+    let loaded = Loaded { manifest, shards };
+    if loaded.entries() as u64 != loaded.manifest.entries {
+        return Err(SnapshotError::Corrupt(format!(
+            "{} entries, the manifest says {}",
+            loaded.entries(),
+            loaded.manifest.entries
+        )));
+    }
+    Ok(loaded)
+}
+
+/// The newest snapshot that verifies and that `accept` takes (e.g. not newer than the
+/// progress topic), skipping any other with a WARN and `pipeline_snapshot_rejected_total`.
+/// Also returns the markers seen (for pruning).
+pub fn load_newest(
+    store: &mut dyn Store,
+    metrics: &Metrics,
+    accept: impl Fn(&Manifest) -> Result<(), String>,
+) -> Result<(Option<Loaded>, Vec<u64>), SnapshotError> {
+    let started = Instant::now();
+    let markers = store.markers()?;
+    for marker in &markers {
+        let verdict = load(store, *marker).and_then(|loaded| {
+            accept(&loaded.manifest).map_err(SnapshotError::Corrupt)?;
+            Ok(loaded)
+        });
+        match verdict {
+            Ok(loaded) => {
+                let seconds = started.elapsed().as_secs_f64();
+                metrics.snapshot_load_seconds.set(seconds);
+                metrics
+                    .snapshot_restored_entries
+                    .set(i64::try_from(loaded.entries()).unwrap_or(i64::MAX));
+                metrics.note_snapshot(loaded.manifest.epoch, chunk_bytes(&loaded.manifest.chunks));
+                tracing::info!(
+                    store = %store.describe(),
+                    marker,
+                    epoch = loaded.manifest.epoch,
+                    entries = loaded.entries(),
+                    written_by_workers = loaded.manifest.workers,
+                    load_ms = started.elapsed().as_millis() as u64,
+                    "snapshot loaded"
+                );
+                return Ok((Some(loaded), markers));
+            }
+            Err(e) => {
+                metrics.snapshot_rejected.inc();
+                tracing::warn!(
+                    store = %store.describe(),
+                    marker,
+                    "snapshot skipped, trying the previous one: {}",
+                    eventbus::error::chain(&e)
+                );
+            }
+        }
+    }
+    Ok((None, markers))
+}
+
+fn chunk_bytes(chunks: &[ChunkInfo]) -> u64 {
+    chunks.iter().map(|c| c.len).sum()
+}
+
+/// The writer thread of process 0 (module docs).
+pub(crate) struct Writer {
+    pub store: Box<dyn Store>,
+    pub input: Receiver<WriterInput>,
+    pub config: SnapshotConfig,
+    pub workers: u32,
+    pub metrics: Metrics,
+    /// Snapshots in the store, oldest first, with their chunks (for pruning; `None`:
+    /// its manifest does not verify, removed after the first snapshot written).
+    pub existing: Vec<(u64, Option<Vec<ChunkInfo>>)>,
+}
+
+impl Writer {
+    /// Runs until every sender is gone. Failures are logged (WARN) and counted; the job
+    /// goes on, and the next marker tries again.
+    pub(crate) fn run(mut self) {
+        let mut parts: BTreeMap<u64, Vec<Entry>> = BTreeMap::new();
+        let mut marks: BTreeMap<u64, WriterInput> = BTreeMap::new();
+        while let Ok(input) = self.input.recv() {
+            let marker = match &input {
+                WriterInput::Parts { marker, .. } | WriterInput::Mark { marker, .. } => *marker,
+            };
+            tracing::debug!(
+                marker,
+                parts = matches!(input, WriterInput::Parts { .. }),
+                "snapshot writer input"
+            );
+            match input {
+                WriterInput::Parts { entries, .. } => {
+                    parts.insert(marker, entries);
+                }
+                mark @ WriterInput::Mark { .. } => {
+                    marks.insert(marker, mark);
+                }
+            }
+            if parts.contains_key(&marker)
+                && marks.contains_key(&marker)
+                && let (Some(entries), Some(mark)) = (parts.remove(&marker), marks.remove(&marker))
+            {
+                // Older halves can never complete now.
+                parts.retain(|m, _| *m > marker);
+                marks.retain(|m, _| *m > marker);
+                if let Err(e) = self.write(marker, entries, mark) {
+                    self.metrics.snapshot_failed.inc();
+                    tracing::warn!(
+                        marker,
+                        "snapshot not written: {}",
+                        eventbus::error::chain(&e)
+                    );
+                }
+            }
+        }
+    }
+
+    fn write(
+        &mut self,
+        marker: u64,
+        entries: Vec<Entry>,
+        mark: WriterInput,
+    ) -> Result<(), SnapshotError> {
+        let WriterInput::Mark {
+            epoch,
+            offsets,
+            versions,
+            ..
+        } = mark
+        else {
+            return Ok(());
+        };
+        let Some(epoch) = epoch else {
+            return Ok(()); // nothing committed: nothing to restore
+        };
+        let started = Instant::now();
+        let mut entries = entries;
+        let mut versions: HashMap<Sku, u64> = versions.into_iter().collect();
+        for entry in &mut entries {
+            if let Entry::Stock { sku, version, .. } = entry {
+                *version = versions.remove(sku).unwrap_or(0);
+            }
+        }
+        entries.extend(versions.into_iter().map(|(sku, version)| Entry::Stock {
+            sku,
+            adjusted: 0,
+            version,
+        }));
+        let chunks = encode_chunks(&entries, self.config.shards, self.config.chunk_bytes)?;
+        let infos: Vec<ChunkInfo> = chunks.iter().map(|c| c.info.clone()).collect();
+        let manifest = Manifest {
+            format: FORMAT,
+            marker,
+            epoch,
+            offsets: offsets.into_iter().map(|((t, p), o)| (t, p, o)).collect(),
+            workers: self.workers,
+            shards: self.config.shards,
+            chunks: infos.clone(),
+            entries: entries.len() as u64,
+            written_at_ms: now_ms(),
+        };
+        self.store.write(marker, &chunks, &manifest.to_bytes()?)?;
+        let bytes = chunk_bytes(&infos);
+        self.metrics
+            .snapshot_write_seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics.note_snapshot(epoch, bytes);
+        tracing::info!(
+            store = %self.store.describe(),
+            marker,
+            epoch,
+            entries = entries.len(),
+            bytes,
+            write_ms = started.elapsed().as_millis() as u64,
+            "snapshot written"
+        );
+        for (old, _) in self.existing.iter().filter(|(_, chunks)| chunks.is_none()) {
+            self.store.remove(*old, &[])?;
+        }
+        self.existing.retain(|(_, chunks)| chunks.is_some());
+        self.existing.push((marker, Some(infos)));
+        while self.existing.len() > self.config.keep.max(1) {
+            let (old, chunks) = self.existing.remove(0);
+            self.store.remove(old, &chunks.unwrap_or_default())?;
+        }
+        Ok(())
+    }
+}
+
+/// The store the configuration names: the directory if one is set, else the topic.
+pub fn open_store(
+    config: &SnapshotConfig,
+    kafka: &eventbus::KafkaSettings,
+    topic: &str,
+) -> Box<dyn Store> {
+    match &config.directory {
+        Some(dir) => Box::new(store::DirStore::new(dir)),
+        None => Box::new(store::KafkaStore::new(kafka, topic)),
+    }
+}
+
+/// The snapshots in the store, oldest first, with the chunks their manifests list
+/// (`None` for a manifest that does not verify): what the writer prunes.
+pub fn existing(store: &mut dyn Store, markers: &[u64]) -> Vec<(u64, Option<Vec<ChunkInfo>>)> {
+    let mut out: Vec<(u64, Option<Vec<ChunkInfo>>)> = markers
+        .iter()
+        .map(|marker| {
+            let chunks = store
+                .manifest(*marker)
+                .ok()
+                .flatten()
+                .and_then(|bytes| Manifest::from_bytes(&bytes).ok())
+                .map(|m| m.chunks);
+            (*marker, chunks)
+        })
+        .collect();
+    out.sort_by_key(|(marker, _)| *marker);
+    out
+}
+
+/// The snapshot a start restores (if any), the store, and what it holds (see
+/// [`existing`]).
+pub(crate) type Restored = (
+    Option<Loaded>,
+    Box<dyn Store>,
+    Vec<(u64, Option<Vec<ChunkInfo>>)>,
+);
+
+/// At start, with snapshots on: the newest usable snapshot of the configured store (one
+/// not newer than what the progress topic committed), and the store with what it holds.
+pub(crate) fn restore(
+    config: &crate::PipelineConfig,
+    topics: &crate::config::TopicNames,
+    bindings: &crate::clock::Bindings,
+    metrics: &Metrics,
+) -> Result<Restored, crate::PipelineError> {
+    let mut store = open_store(&config.snapshot, &config.kafka, &topics.snapshots);
+    let accept = |manifest: &Manifest| {
+        if bindings
+            .last_epoch()
+            .is_none_or(|last| manifest.epoch > last)
+        {
+            return Err(format!(
+                "its epoch {} is after the last committed one ({:?}): not this job's progress",
+                manifest.epoch,
+                bindings.last_epoch()
+            ));
+        }
+        for (topic, partition, offset) in &manifest.offsets {
+            let upper = bindings.upper(*topic, *partition);
+            if *offset > upper {
+                return Err(format!(
+                    "its offset {offset} of input {topic}/{partition} is beyond the committed {upper}"
+                ));
+            }
+        }
+        Ok(())
+    };
+    let (loaded, markers) = load_newest(store.as_mut(), metrics, accept).map_err(|source| {
+        crate::PipelineError::Snapshot {
+            store: store.describe(),
+            source: Box::new(source),
+        }
+    })?;
+    let existing = existing(store.as_mut(), &markers);
+    Ok((loaded, store, existing))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::logic::{Change, Line, OrderId, compact_order};
+    use crate::model::Model;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    fn random_event(rng: &mut StdRng, orders: u128) -> InputEvent {
+        let order_id: OrderId = rng.random_range(0..orders);
+        let lines = |rng: &mut StdRng| {
+            (0..rng.random_range(1..3))
+                .map(|_| Line {
+                    sku: format!("S{}", rng.random_range(0..4)),
+                    quantity: rng.random_range(1..5),
+                    unit_price_minor: 10,
+                })
+                .collect::<Vec<_>>()
+        };
+        match rng.random_range(0..10) {
+            0..=2 => InputEvent::OrderCreated {
+                order_id,
+                currency: "EUR".into(),
+                lines: lines(rng),
+            },
+            3 | 4 => InputEvent::OrderUpdated {
+                order_id,
+                revision: rng.random_range(0..4),
+                change: Change::Lines(lines(rng)),
+            },
+            5 => InputEvent::OrderUpdated {
+                order_id,
+                revision: 1,
+                change: Change::Cancel,
+            },
+            6 => InputEvent::PaymentCompleted { order_id },
+            7 => InputEvent::PaymentFailed { order_id },
+            _ => InputEvent::StockAdjusted {
+                sku: format!("S{}", rng.random_range(0..4)),
+                delta: rng.random_range(-3..10),
+            },
+        }
+    }
+
+    /// The snapshot's promise: the compacted state (orders by `compact_order`, SKUs by
+    /// their adjustment sums), followed by any later records, gives the views the whole
+    /// history followed by them gives. Checked with the reference model.
+    #[test]
+    fn compacted_state_then_more_records_equals_the_whole_history() {
+        for seed in 0..200u64 {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let records: Vec<(Pos, InputEvent)> = (0..rng.random_range(1..60))
+                .map(|i| {
+                    let pos = Pos {
+                        time: 10 * (1 + i / 5),
+                        topic: rng.random_range(0..5),
+                        partition: 0,
+                        offset: i64::try_from(i).unwrap(),
+                    };
+                    (pos, random_event(&mut rng, 6))
+                })
+                .collect();
+            // A snapshot is cut between epochs.
+            let cut = 10 * rng.random_range(1..=14u64);
+            let (before, after): (Vec<_>, Vec<_>) =
+                records.iter().cloned().partition(|(pos, _)| pos.time < cut);
+            let mut whole = Model::new();
+            whole.apply_epoch(records.iter().cloned());
+
+            let mut state = state::tests_support::KeyStateProbe::default();
+            state.apply(before);
+            let mut restored = Model::new();
+            let mut compacted: Vec<(Pos, InputEvent)> = state.restore_records();
+            // The model wants distinct positions; the dataflow does not (every SKU's
+            // restored adjustment has the same one).
+            for (i, (pos, _)) in compacted.iter_mut().enumerate() {
+                if *pos == RESTORED_ADJUSTMENT {
+                    pos.offset = i64::try_from(i).unwrap();
+                }
+            }
+            compacted.sort_by_key(|record| record.0);
+            restored.apply_epoch(compacted);
+            restored.apply_epoch(after);
+            assert_eq!(restored.orders(), whole.orders(), "seed {seed}");
+            assert_eq!(restored.stock(), whole.stock(), "seed {seed}");
+            // Compaction keeps at most three records per created order.
+            for order in state.orders() {
+                let created = order
+                    .iter()
+                    .any(|(_, e)| matches!(e, InputEvent::OrderCreated { .. }));
+                assert!(!created || order.len() <= 3, "seed {seed}: {order:?}");
+                assert_eq!(compact_order(&order), order, "idempotent");
+            }
+        }
+    }
+
+    fn loaded_entries(n: u128) -> Vec<Entry> {
+        (0..n)
+            .map(|i| Entry::Stock {
+                sku: format!("S{i}"),
+                adjusted: 1,
+                version: 5,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_corrupt_or_torn_newest_snapshot_falls_back_to_the_previous() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = store::DirStore::new(dir.path());
+        let write = |store: &mut store::DirStore, marker: u64, n: u128| {
+            let entries = loaded_entries(n);
+            let chunks = encode_chunks(&entries, 4, 1_024).unwrap();
+            let manifest = Manifest {
+                format: FORMAT,
+                marker,
+                epoch: marker - 10,
+                offsets: vec![(0, 0, 7)],
+                workers: 2,
+                shards: 4,
+                chunks: chunks.iter().map(|c| c.info.clone()).collect(),
+                entries: entries.len() as u64,
+                written_at_ms: 0,
+            };
+            store
+                .write(marker, &chunks, &manifest.to_bytes().unwrap())
+                .unwrap();
+            manifest
+        };
+        write(&mut store, 100, 50);
+        let newest = write(&mut store, 200, 60);
+        let metrics = Metrics::new();
+        let (loaded, markers) = load_newest(&mut store, &metrics, |_| Ok(())).unwrap();
+        assert_eq!(markers, vec![200, 100]);
+        let loaded = loaded.unwrap();
+        assert_eq!(loaded.manifest.marker, 200);
+        assert_eq!(loaded.entries(), 60);
+        // Rescaling: the shards split over any worker count cover every key once.
+        for peers in [1, 3] {
+            let n: usize = (0..peers).map(|w| loaded.records(w, peers).len()).sum();
+            assert_eq!(n, 60);
+        }
+
+        // A flipped byte in a chunk of the newest: the previous one is taken.
+        let info = &newest.chunks[0];
+        let path = dir
+            .path()
+            .join(format!("{:020}/{}-{}.chunk", 200, info.shard, info.index));
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[0] ^= 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+        let (loaded, _) = load_newest(&mut store, &metrics, |_| Ok(())).unwrap();
+        assert_eq!(loaded.unwrap().manifest.marker, 100);
+        assert_eq!(metrics.snapshot_rejected.get(), 1);
+
+        // A torn newer one (a chunk missing) and one the progress does not cover.
+        let torn = write(&mut store, 300, 10);
+        let info = &torn.chunks[1];
+        std::fs::remove_file(
+            dir.path()
+                .join(format!("{:020}/{}-{}.chunk", 300, info.shard, info.index)),
+        )
+        .unwrap();
+        let (loaded, _) = load_newest(&mut store, &metrics, |m| {
+            if m.marker > 150 {
+                Err("after the progress".into())
+            } else {
+                Ok(())
+            }
+        })
+        .unwrap();
+        assert_eq!(loaded.unwrap().manifest.marker, 100);
+        assert_eq!(metrics.snapshot_rejected.get(), 3);
+
+        // None usable: none.
+        let (loaded, _) = load_newest(&mut store, &metrics, |_| Err("no".into())).unwrap();
+        assert!(loaded.is_none());
+    }
+}

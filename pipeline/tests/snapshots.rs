@@ -1,0 +1,269 @@
+//! State snapshots against the real cluster and registry (`make up`): each test has its
+//! own topics (the snapshot topic included), subjects and transactional id, and runs the
+//! job in-process so that it can read its metrics directly.
+//!
+//! - `restore_equals_full_replay_at_any_worker_count`: a job at 2 workers writes
+//!   snapshots to the snapshot topic while input arrives; a restart at 1 worker restores
+//!   the newest one and replays fewer records than a full replay (3 workers, snapshots
+//!   off), with the same views (versions included) as the full replay and the model; a
+//!   corrupt newer snapshot is skipped (metric) for the previous one at 3 workers while
+//!   new input arrives; the exactly-once audit passes over every incarnation; input
+//!   older than the snapshot deleted (retention) → the job still recovers the model.
+//! - `retention_without_snapshot_refuses_to_start`: input records deleted and no
+//!   snapshot → the job refuses with an error naming the topic, partition and offsets.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::{Duration, Instant};
+
+use pipeline::snapshot::store::{KafkaStore, Store};
+use pipeline::{Metrics, PipelineError, Shutdown, Views};
+use support::*;
+
+struct Running {
+    shutdown: Shutdown,
+    handle: Option<tokio::task::JoinHandle<Result<(), PipelineError>>>,
+    metrics: Metrics,
+    http: std::net::SocketAddr,
+}
+
+impl Drop for Running {
+    /// A failed assertion stops the job too (the runtime waits for it otherwise).
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+    }
+}
+
+fn start(env: &Env, workers: usize, snapshots: bool) -> Running {
+    let (http, grpc) = (free_addr(), free_addr());
+    let mut config = env.config(workers, http, grpc);
+    config.snapshot.enabled = snapshots;
+    config.snapshot.interval_ms = 300;
+    let shutdown = Shutdown::new();
+    let metrics = Metrics::new();
+    let handle = {
+        let (shutdown, metrics) = (shutdown.clone(), metrics.clone());
+        tokio::task::spawn_blocking(move || {
+            pipeline::run_with(config, shutdown, metrics, Views::new())
+        })
+    };
+    Running {
+        shutdown,
+        handle: Some(handle),
+        metrics,
+        http,
+    }
+}
+
+async fn stop(mut job: Running) -> Result<(), BoxError> {
+    job.shutdown.trigger();
+    if let Some(handle) = job.handle.take() {
+        handle.await??;
+    }
+    Ok(())
+}
+
+async fn inventory(http: std::net::SocketAddr) -> Result<serde_json::Value, BoxError> {
+    let body: serde_json::Value = reqwest::get(format!("http://{http}/v1/inventory"))
+        .await?
+        .json()
+        .await?;
+    Ok(body["items"].clone())
+}
+
+async fn check_model(
+    env: &Env,
+    http: std::net::SocketAddr,
+    delivered: &[Delivered],
+) -> Result<(), BoxError> {
+    let model = model_of(delivered);
+    let (stock, orders) = rest_views(http, model.orders().keys().copied()).await?;
+    assert_eq!(stock, model.stock(), "stock equals the model");
+    assert_eq!(orders, model_orders(&model), "orders equal the model");
+    let _ = env;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_equals_full_replay_at_any_worker_count() -> Result<(), BoxError> {
+    let _serial = SERIAL.lock().await;
+    eventbus::testkit::init_tracing();
+    let env = Env::new(3).await?;
+    let result = restore_in(&env).await;
+    env.cleanup().await;
+    result
+}
+
+async fn restore_in(env: &Env) -> Result<(), BoxError> {
+    let bus = env.cluster.bus()?;
+    let timeout = Duration::from_secs(180);
+    let send = |seed: u64, orders: usize| {
+        let workload = workload(seed, orders, 25, env);
+        let producer = bus.producer();
+        async move {
+            produce(
+                producer,
+                &env.names,
+                &workload,
+                16,
+                None,
+                Arc::new(AtomicUsize::new(0)),
+            )
+            .await
+        }
+    };
+
+    // 1. Two workers, snapshots on, while input arrives.
+    let a = start(env, 2, true);
+    let mut delivered = send(0x51, 300).await?;
+    wait_caught_up(env, a.http, timeout).await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while a.metrics.snapshot_bytes.get() == 0 {
+        assert!(Instant::now() < deadline, "no snapshot written in 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop(a).await?;
+    // More input committed by a job without snapshots: the restore must replay it.
+    let a2 = start(env, 2, false);
+    delivered.extend(send(0x52, 150).await?);
+    wait_caught_up(env, a2.http, timeout).await?;
+    stop(a2).await?;
+    let records = delivered.len() as i64;
+
+    // 2. Restore at 1 worker: fewer records replayed, the model's views.
+    let b = start(env, 1, true);
+    wait_caught_up(env, b.http, timeout).await?;
+    check_model(env, b.http, &delivered).await?;
+    let restored = b.metrics.snapshot_restored_entries.get();
+    let replayed_b = i64::try_from(b.metrics.replayed.get())?;
+    let inventory_b = inventory(b.http).await?;
+    println!(
+        "restore at 1 worker: {restored} keys restored, {replayed_b} of {records} records replayed, load {:.3} s",
+        b.metrics.snapshot_load_seconds.get()
+    );
+    assert!(restored > 0, "a snapshot was restored");
+    assert!(
+        replayed_b > 0,
+        "the records after the snapshot were replayed"
+    );
+    stop(b).await?;
+
+    // 3. The full replay (snapshots off, 3 workers): same views, versions included.
+    let full = start(env, 3, false);
+    wait_caught_up(env, full.http, timeout).await?;
+    let replayed_full = i64::try_from(full.metrics.replayed.get())?;
+    assert_eq!(
+        inventory(full.http).await?,
+        inventory_b,
+        "same views and versions as the full replay"
+    );
+    println!("full replay: {replayed_full} records replayed");
+    assert!(
+        replayed_b < replayed_full,
+        "the restore replayed {replayed_b} records, the full replay {replayed_full}"
+    );
+    stop(full).await?;
+
+    // 4. A corrupt newer snapshot is skipped; 3 workers; new input meanwhile.
+    let (kafka, topic) = (env.cluster.kafka.clone(), env.names.snapshots.clone());
+    tokio::task::spawn_blocking(move || {
+        KafkaStore::new(&kafka, &topic).write(
+            u64::MAX / 2,
+            &[],
+            b"not a manifest at all, and longer than 32 bytes",
+        )
+    })
+    .await??;
+    let d = start(env, 3, true);
+    delivered.extend(send(0x53, 150).await?);
+    wait_caught_up(env, d.http, timeout).await?;
+    check_model(env, d.http, &delivered).await?;
+    assert!(
+        d.metrics.snapshot_rejected.get() >= 1,
+        "the corrupt snapshot was rejected"
+    );
+    assert!(
+        d.metrics.snapshot_restored_entries.get() > 0,
+        "the previous one was restored"
+    );
+    stop(d).await?;
+
+    // 5. Exactly-once over every incarnation.
+    let stock = read_stock_updated(env).await?;
+    check_versions(&stock).map_err(|e| -> BoxError { e.into() })?;
+    let report = audit(env, &stock).await?;
+    assert_eq!(report.model.stock(), model_of(&delivered).stock());
+    assert_eq!(report.records, delivered.len());
+
+    // 6. Retention deletes what the newest snapshot covers: the job still recovers.
+    let (kafka, topic) = (env.cluster.kafka.clone(), env.names.snapshots.clone());
+    let (loaded, _) = tokio::task::spawn_blocking(move || {
+        let mut store = KafkaStore::new(&kafka, &topic);
+        pipeline::snapshot::load_newest(&mut store, &Metrics::new(), |_| Ok(()))
+    })
+    .await??;
+    let loaded = loaded.ok_or("a snapshot")?;
+    let mut deleted = 0;
+    for (topic, partition, offset) in &loaded.manifest.offsets {
+        if *offset > 0 {
+            env.delete_records_before(&env.names.inputs[usize::from(*topic)], *partition, *offset)
+                .await?;
+            deleted += offset;
+        }
+    }
+    assert!(deleted > 0);
+    let e = start(env, 2, true);
+    wait_caught_up(env, e.http, timeout).await?;
+    check_model(env, e.http, &delivered).await?;
+    stop(e).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_without_snapshot_refuses_to_start() -> Result<(), BoxError> {
+    let _serial = SERIAL.lock().await;
+    eventbus::testkit::init_tracing();
+    let env = Env::new(2).await?;
+    let result = retention_in(&env).await;
+    env.cleanup().await;
+    result
+}
+
+async fn retention_in(env: &Env) -> Result<(), BoxError> {
+    let bus = env.cluster.bus()?;
+    let workload = workload(0x61, 60, 10, env);
+    // Snapshots off: nothing is snapshotted.
+    let a = start(env, 1, false);
+    produce(
+        bus.producer(),
+        &env.names,
+        &workload,
+        16,
+        None,
+        Arc::new(AtomicUsize::new(0)),
+    )
+    .await?;
+    wait_caught_up(env, a.http, Duration::from_secs(120)).await?;
+    stop(a).await?;
+    let topic = env.names.inputs[0].clone();
+    env.delete_records_before(&topic, 0, 1).await?;
+
+    // Snapshots on, none in the store, offset 0 of the partition gone: refused.
+    let mut b = start(env, 1, true);
+    let handle = b.handle.take().ok_or("a handle")?;
+    let result = tokio::time::timeout(Duration::from_secs(60), handle).await??;
+    let error = result.expect_err("the job must refuse to start");
+    let text = error.to_string();
+    assert!(
+        matches!(error, PipelineError::RetentionGap { .. }),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("{topic}/0")) && text.contains("offset 1"),
+        "{text}"
+    );
+    assert_eq!(error.fault(), eventbus::Fault::Setup);
+    Ok(())
+}

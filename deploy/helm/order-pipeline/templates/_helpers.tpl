@@ -123,3 +123,20 @@ httpGet:
   port: {{ .port }}
   scheme: {{ if .tls }}HTTPS{{ else }}HTTP{{ end }}
 {{- end -}}
+
+{{/*
+A PodDisruptionBudget: (dict "ctx" $ "component" "payment" "rule" "maxUnavailable: 1").
+*/}}
+{{- define "op.pdb" -}}
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: {{ include "op.fullname" .ctx }}-{{ .component }}
+  labels:
+    {{- include "op.labels" . | nindent 4 }}
+spec:
+  {{ .rule }}
+  selector:
+    matchLabels:
+      {{- include "op.selector" . | nindent 6 }}
+{{- end -}}

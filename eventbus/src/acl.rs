@@ -592,7 +592,7 @@ mod tests {
             "User:payment GROUP PREFIXED READ payment-service"
         ));
 
-        // pipeline: five inputs read-only, three outputs.
+        // pipeline: five inputs read-only, three outputs and its state snapshots.
         let pipeline_writes: BTreeSet<&str> = lines
             .iter()
             .filter(|l| l.starts_with("User:pipeline TOPIC LITERAL WRITE "))
@@ -603,6 +603,7 @@ mod tests {
             [
                 "inventory-service.dlq",
                 "inventory-service.progress",
+                "inventory-service.snapshots",
                 "inventory-service.stock.updated"
             ]
         );

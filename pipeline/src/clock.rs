@@ -35,10 +35,12 @@
 //!
 //! # Limits
 //!
-//! The bindings are never compacted, and the input topics must still hold every record
-//! the bindings cover: deleting input records by retention loses exactly the state
-//! they contributed. Compacting the bindings (and the inputs) needs a state snapshot,
-//! which this job does not take yet.
+//! The bindings are never compacted. Without snapshots the input topics must still hold
+//! every record the bindings cover: deleting input records by retention loses exactly
+//! the state they contributed. With snapshots ([`crate::snapshot`]) a restart reads each
+//! partition only from the restored snapshot's offset, so the inputs need only hold
+//! what follows it (the job refuses to start otherwise); the progress topic is still
+//! read whole (a few hundred bytes per transaction).
 
 use std::collections::{HashMap, HashSet};
 

@@ -20,6 +20,8 @@
 //! - [`sink`]: exchange to worker 0, one Kafka transaction per (group of) closed epochs
 //!   with the output, the dead letters and a [`progress`] record;
 //! - [`progress`]: the progress topic's records and reading them back on restart;
+//! - [`snapshot`]: state snapshots (the compacted per-key state as of a committed
+//!   epoch), written off the worker threads and restored at any worker count;
 //! - [`views`]: the served views, as of the last committed epoch;
 //! - [`server`]: REST, SSE and gRPC on process 0, `/healthz`, `/readyz`, `/metrics`;
 //! - [`config`], [`metrics`], [`error`], [`kafka`] (the clients' context and the

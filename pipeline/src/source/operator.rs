@@ -308,12 +308,16 @@ impl SourceState {
             }
             // Worker 0: a snapshot marker at the new open epoch, when due and input
             // arrived (here or, announced, anywhere) since the last one.
-            self.active |= self.params.demand.get() >= self.last_marker;
+            self.active |= self.params.demand.get() > self.last_marker;
             if let Some(every) = self.params.snapshot_every_ms
                 && self.active
                 && clock >= self.last_marker.saturating_add(every)
             {
                 markers.session(&caps[3]).give(clock);
+                // Announced like an epoch with records, so that every worker closes
+                // the marker's epoch even when no more input comes: the snapshot then
+                // completes at once instead of waiting for the next record.
+                announce.session(&caps[2]).give(clock);
                 tracing::debug!(marker = clock, "snapshot marker");
                 self.last_marker = clock;
                 self.active = false;

@@ -18,7 +18,7 @@
 #   make test-k8s  deploy/strimzi (each environment), the Helm chart, the Dockerfile and
 #                .gitlab-ci.yml through kubeconform, helm lint, kubernetes-validate, hadolint,
 #                check-jsonschema and a local kube-apiserver's dry runs, each with broken
-#                copies that must fail (deploy/k8s/validate.sh; `make test` runs it first)
+#                copies that must fail (deploy/k8s/validate.sh; `make test` runs it last)
 #   make check-observability  needs `make up` and traffic (`make demo`): every panel and alert
 #                names metrics the live Prometheus has, one order's log lines are found in
 #                VictoriaLogs, the dashboard page renders in headless Chromium
@@ -77,9 +77,11 @@ schemas:
 
 # Tests share one dev build with the operator tool; the platform is started if it is not
 # running and left running afterwards (CI stops it with `make down`).
-test: test-monitoring test-k8s
+# test-k8s runs last: CI builds its tools in the background meanwhile.
+test: test-monitoring
 	@PLATFORM_ONLY=1 $(PLATFORM) up
 	cargo test --workspace --no-fail-fast
+	@$(MAKE) --no-print-directory test-k8s
 
 test-unit:
 	cargo test --workspace --lib

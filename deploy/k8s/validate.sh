@@ -30,6 +30,8 @@ start=$SECONDS
 "$root/deploy/strimzi/validate.sh"
 [[ -d "$schemas/kafka.strimzi.io" ]] || exit 0
 
+# Waits for a deploy/k8s/tools/build.sh in progress (its lock), then checks below.
+"$here/tools/build.sh" --check >/dev/null 2>&1 || true
 venv="${K8S_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/orderpipeline/k8s-venv}"
 for tool in hadolint check-jsonschema kubernetes-validate; do
   [[ -x "$venv/bin/$tool" ]] || die "$tool not found in $venv: run deploy/k8s/tools/build.sh"

@@ -35,6 +35,17 @@ have_python_tools() {
 }
 have_helm() { [[ "$("$bin/helm" version --template '{{.Version}}' 2>/dev/null)" == "$helm_version" ]]; }
 
+# One build at a time, and a check waits for a build in progress (CI starts one in the
+# background while the Rust build and tests run): the lock lives beside the binaries.
+mkdir -p "$bin"
+exec 9>"$bin/.build.lock"
+mode=-x
+((check_only)) && mode=-s
+if ! flock -n "$mode" 9; then
+  echo "[k8s] waiting for another deploy/k8s/tools/build.sh to finish ..." >&2
+  flock "$mode" 9
+fi
+
 missing=()
 have_apiserver || missing+=("kube-apiserver $kube_version")
 have_kubectl || missing+=("kubectl $kube_version")

@@ -38,7 +38,12 @@ async fn main() -> ExitCode {
     tracing::info!(
         instance_id = %config.instance_id,
         group = %config.group_id(),
-        bootstrap = %config.kafka.bootstrap,
+        // The client config file's bootstrap wins over the configured one.
+        bootstrap = %config
+            .kafka
+            .resolved()
+            .map(|k| k.bootstrap)
+            .unwrap_or_else(|_| config.kafka.bootstrap.clone()),
         "payment service starting"
     );
     match payment::run(config, listener, servicekit::shutdown::signal()).await {

@@ -158,8 +158,9 @@ impl ViewService for GrpcViews {
         request: Request<proto::GetOrderViewRequest>,
     ) -> Result<GrpcResponse<proto::GetOrderViewResponse>, Status> {
         let id = request.into_inner().order_id;
-        let order_id = uuid::Uuid::try_parse(&id)
-            .map_err(|_| Status::invalid_argument(format!("order_id: {id:?} is not a UUID")))?
+        // The same rule as REST, ingress and the events: hyphenated, not the nil UUID.
+        let order_id = schemas::validation::parse_id(&id)
+            .map_err(|e| Status::invalid_argument(format!("order_id: {id:?}: {e}")))?
             .as_u128();
         if !self.state.views.is_ready() {
             return Err(Status::unavailable("the views are being rebuilt"));

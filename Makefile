@@ -23,6 +23,10 @@
 #                names metrics the live Prometheus has, one order's log lines are found in
 #                VictoriaLogs, the dashboard page renders in headless Chromium
 #   make logs ORDER=<order id> (or TRACE=<trace id>)  that order's log lines, all services
+#   make fuzz    cargo-fuzz (nightly) on the decoders and request parsers, FUZZ_SECONDS each
+#                (default 45); fuzz/README.md
+#   make fuzz-api  schemathesis (every check and phase) against ingress's and the views
+#                API's OpenAPI documents, on services it starts (needs the cluster up)
 #
 # `make up` also starts the monitoring stack (deploy/local/observability.sh): Prometheus
 # :9090, dashboards (VictoriaMetrics) :8428/vmui, logs (VictoriaLogs) :9428/select/vmui.
@@ -52,7 +56,7 @@ export CARGO_PROFILE ?= $(PROFILE)
 PROFILE_DIR := $(if $(filter dev,$(CARGO_PROFILE)),debug,$(CARGO_PROFILE))
 
 .PHONY: up down status clean acls test test-unit lint fmt schemas bench demo \
-	test-monitoring test-k8s check-observability logs
+	test-monitoring test-k8s check-observability logs fuzz fuzz-api
 
 up:
 	@$(PLATFORM) up
@@ -137,3 +141,15 @@ check-observability:
 
 logs:
 	@python3 deploy/monitoring/check.py order-logs $(if $(ORDER),--order '$(ORDER)') $(if $(TRACE),--trace '$(TRACE)')
+
+# ---------------------------------------------------------------- fuzzing
+# fuzz/ is its own crate (nightly, outside the workspace); fuzz/run.sh writes the seed
+# corpus with benches' fuzz-seeds, builds the targets and runs each for FUZZ_SECONDS.
+fuzz:
+	@fuzz/run.sh
+
+# schemathesis 4 (pinned, in a venv under ~/.cache) against both OpenAPI documents, on
+# services started with a unique topic prefix on the running cluster (stack-serve).
+fuzz-api: export KAFKA_CLIENT_CONFIG ?= $(ADMIN_CLIENT_CONFIG)
+fuzz-api:
+	@fuzz/api/run.sh

@@ -242,7 +242,10 @@ pub fn run_with(
                 restored_versions = Some((loaded.manifest.epoch, loaded.versions()));
             }
             let _ = shared.snapshot.set(loaded.map(Arc::new));
-            let (writer_tx, writer_rx) = sync_channel(4);
+            // Room for a few markers' halves: the writer drains the queue and writes
+            // only the newest complete snapshot, so a slow store costs skipped
+            // snapshots, never a blocked worker or sink (both only `try_send`).
+            let (writer_tx, writer_rx) = sync_channel(16);
             let writer = snapshot::Writer {
                 store,
                 input: writer_rx,

@@ -7,7 +7,8 @@
 //!   the newest one and replays fewer records than a full replay (3 workers, snapshots
 //!   off), with the same views (versions included) as the full replay and the model; a
 //!   corrupt newer snapshot is skipped (metric) for the previous one at 3 workers while
-//!   new input arrives; the exactly-once audit passes over every incarnation; input
+//!   new input arrives; 2 processes x 1 worker restore it too; the exactly-once audit
+//!   passes over every incarnation; input
 //!   older than the snapshot deleted (retention) → the job still recovers the model.
 //! - `retention_without_snapshot_refuses_to_start`: input records deleted and no
 //!   snapshot → the job refuses with an error naming the topic, partition and offsets.
@@ -180,6 +181,12 @@ async fn restore_in(env: &Env) -> Result<(), BoxError> {
     delivered.extend(send(0x53, 150).await?);
     wait_caught_up(env, d.http, timeout).await?;
     check_model(env, d.http, &delivered).await?;
+    // Snapshots were written while the input was processed, and output went on.
+    assert!(
+        d.metrics.snapshot_write_seconds.get_sample_count() > 0,
+        "snapshots written under load"
+    );
+    assert!(d.metrics.commit_seconds.get_sample_count() > 0);
     assert!(
         d.metrics.snapshot_rejected.get() >= 1,
         "the corrupt snapshot was rejected"
@@ -189,6 +196,50 @@ async fn restore_in(env: &Env) -> Result<(), BoxError> {
         "the previous one was restored"
     );
     stop(d).await?;
+
+    // 4b. Two processes x 1 worker (the binary, `-n 2`) restore the snapshot written
+    // at 3 workers: each process loads it, the views are the model's.
+    let logs = tempfile::tempdir()?;
+    let hostfile = logs.path().join("hosts.txt");
+    std::fs::write(&hostfile, format!("{}\n{}\n", free_addr(), free_addr()))?;
+    let (http, grpc, metrics_1) = (free_addr(), free_addr(), free_addr());
+    let mut processes = Vec::new();
+    for process in 0..2 {
+        let mut args = job_args(env, http, grpc);
+        args.extend(["-w", "1", "-n", "2", "-p", &process.to_string(), "-h"].map(str::to_owned));
+        args.push(hostfile.display().to_string());
+        if process == 1 {
+            args.extend(["--metrics".to_owned(), metrics_1.to_string()]);
+        }
+        processes.push(Job::start_with(
+            env,
+            &args,
+            &logs.path().join(format!("process-{process}.log")),
+            &[("PIPELINE__SNAPSHOT__ENABLED", "true")],
+        )?);
+    }
+    wait_caught_up(env, http, timeout)
+        .await
+        .map_err(|e| format!("{e}\n{}\n{}", processes[0].tail(), processes[1].tail()))?;
+    check_model(env, http, &delivered).await?;
+    for addr in [http, metrics_1] {
+        let text = reqwest::get(format!("http://{addr}/metrics"))
+            .await?
+            .text()
+            .await?;
+        let restored = text
+            .lines()
+            .find_map(|l| l.strip_prefix("pipeline_snapshot_restored_entries "))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        assert!(
+            restored > 0.0,
+            "process at {addr} restored the snapshot: {text}"
+        );
+    }
+    for mut process in processes {
+        process.terminate(Duration::from_secs(20));
+    }
 
     // 5. Exactly-once over every incarnation.
     let stock = read_stock_updated(env).await?;

@@ -232,38 +232,39 @@ impl Writer {
     pub(crate) fn run(mut self) {
         let mut parts: BTreeMap<u64, Vec<Entry>> = BTreeMap::new();
         let mut marks: BTreeMap<u64, WriterInput> = BTreeMap::new();
-        while let Ok(input) = self.input.recv() {
-            let marker = match &input {
-                WriterInput::Parts { marker, .. } | WriterInput::Mark { marker, .. } => *marker,
-            };
-            tracing::debug!(
-                marker,
-                parts = matches!(input, WriterInput::Parts { .. }),
-                "snapshot writer input"
-            );
-            match input {
-                WriterInput::Parts { entries, .. } => {
-                    parts.insert(marker, entries);
-                }
-                mark @ WriterInput::Mark { .. } => {
-                    marks.insert(marker, mark);
+        while let Ok(first) = self.input.recv() {
+            // Everything queued meanwhile too: a writer slower than the markers writes
+            // the newest complete snapshot and drops the older ones.
+            let mut inputs = vec![first];
+            inputs.extend(self.input.try_iter());
+            for input in inputs {
+                match input {
+                    WriterInput::Parts { marker, entries } => {
+                        parts.insert(marker, entries);
+                    }
+                    mark @ WriterInput::Mark { marker, .. } => {
+                        marks.insert(marker, mark);
+                    }
                 }
             }
-            if parts.contains_key(&marker)
-                && marks.contains_key(&marker)
-                && let (Some(entries), Some(mark)) = (parts.remove(&marker), marks.remove(&marker))
-            {
-                // Older halves can never complete now.
-                parts.retain(|m, _| *m > marker);
-                marks.retain(|m, _| *m > marker);
-                if let Err(e) = self.write(marker, entries, mark) {
-                    self.metrics.snapshot_failed.inc();
-                    tracing::warn!(
-                        marker,
-                        "snapshot not written: {}",
-                        eventbus::error::chain(&e)
-                    );
-                }
+            let Some(marker) = parts.keys().rev().find(|m| marks.contains_key(m)).copied() else {
+                continue;
+            };
+            let (Some(entries), Some(mark)) = (parts.remove(&marker), marks.remove(&marker)) else {
+                continue;
+            };
+            // Older halves can never complete now.
+            let dropped = parts.keys().filter(|m| **m < marker).count();
+            parts.retain(|m, _| *m > marker);
+            marks.retain(|m, _| *m > marker);
+            self.metrics.snapshot_skipped.inc_by(dropped as u64);
+            if let Err(e) = self.write(marker, entries, mark) {
+                self.metrics.snapshot_failed.inc();
+                tracing::warn!(
+                    marker,
+                    "snapshot not written: {}",
+                    eventbus::error::chain(&e)
+                );
             }
         }
     }

@@ -397,6 +397,15 @@ impl SourceState {
             }
         }
 
+        // Worker 0: input arrived since the last snapshot marker, so one is due even if
+        // nothing else comes; wake up for it.
+        if let Some(every) = self.params.snapshot_every_ms
+            && self.active
+        {
+            let due = self.last_marker.saturating_add(every).saturating_sub(now);
+            activator.activate_after(Duration::from_millis(due.max(epoch_ms).max(1)));
+        }
+
         // Wake up when the open epoch ends if it holds records, or if another worker
         // announced an epoch we have not passed yet.
         if self.epoch_has_records || self.params.demand.get() >= open {

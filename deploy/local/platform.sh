@@ -37,8 +37,16 @@ CACHE="$HERE/.cache"
 KAFKA_LIBS="$CACHE/kafka-libs"
 APICURIO_HOME="$CACHE/apicurio/app"
 NODES=(1 2 3)
-BOOTSTRAP="127.0.0.1:19092,127.0.0.1:29092,127.0.0.1:39092"
-REGISTRY_URL="${REGISTRY_URL:-http://127.0.0.1:8081}"
+# A second cluster beside the first (the chaos harness, deploy/chaos/): KAFKA_HOSTS gives
+# each node its own loopback address (e.g. "127.0.0.2 127.0.0.3 127.0.0.4", which the
+# brokers' certificate names), REGISTRY_HOST the registry's, with its own RUN_DIR; the
+# ports stay the same, so the two never collide. Unset, everything is on 127.0.0.1.
+read -r -a KAFKA_HOSTS <<<"${KAFKA_HOSTS:-127.0.0.1 127.0.0.1 127.0.0.1}"
+((${#KAFKA_HOSTS[@]} == ${#NODES[@]})) || { echo "KAFKA_HOSTS needs ${#NODES[@]} addresses" >&2; exit 1; }
+host_of() { echo "${KAFKA_HOSTS[$(($1 - 1))]}"; }
+REGISTRY_HOST="${REGISTRY_HOST:-127.0.0.1}"
+BOOTSTRAP="$(host_of 1):19092,$(host_of 2):29092,$(host_of 3):39092"
+REGISTRY_URL="${REGISTRY_URL:-http://$REGISTRY_HOST:8081}"
 REGISTRY_MGMT_PORT="${REGISTRY_MGMT_PORT:-8082}"
 READY_TIMEOUT="${READY_TIMEOUT:-180}"
 SECRETS="$RUN_DIR/secrets"
@@ -125,7 +133,7 @@ busctl() {
   if [[ ! -x "$bin" || -n "$(find "$ROOT/eventbus" "$ROOT/schemas" "$ROOT/deploy/topics.toml" -newer "$bin" -print -quit 2>/dev/null)" ]]; then
     build_binaries
   fi
-  KAFKA_CLIENT_CONFIG="$SECRETS/admin.conf" "$bin" "$@"
+  KAFKA_CLIENT_CONFIG="$SECRETS/admin.conf" REGISTRY_URL="$REGISTRY_URL" "$bin" "$@"
 }
 
 # ---------------------------------------------------------------- security mode
@@ -416,7 +424,10 @@ render_node() {
   mkdir -p "$RUN_DIR/conf" "$RUN_DIR/data/kafka-$n" "$RUN_DIR/logs/kafka-$n"
   sed -e "/^@LISTENERS@\$/{r $HERE/kafka-listeners-$MODE.properties" -e "d;}" \
     "$HERE/kafka-node.properties.template" |
-    sed -e "s|@NODE@|$n|g" -e "s|@DATA@|$RUN_DIR/data/kafka-$n|g" -e "s|@SECRETS@|$SECRETS|g" >"$conf"
+    sed -e "s|@NODE@|$n|g" -e "s|@DATA@|$RUN_DIR/data/kafka-$n|g" -e "s|@SECRETS@|$SECRETS|g" |
+    # Node k's listeners are 127.0.0.1:k909x in the templates: each moves to its host.
+    sed -e "s|127\.0\.0\.1:1909|$(host_of 1):1909|g" -e "s|127\.0\.0\.1:2909|$(host_of 2):2909|g" \
+      -e "s|127\.0\.0\.1:3909|$(host_of 3):3909|g" >"$conf"
   if grep -v '^#' "$conf" | grep -q '@[A-Z]*@'; then die "unfilled placeholder in $conf"; fi
 }
 
@@ -459,7 +470,7 @@ start_kafka() {
     if alive "kafka-$n"; then continue; fi
     render_node "$n"
     launch "kafka-$n" "$RUN_DIR/logs/kafka-$n/stdout.log" \
-      java "${JAVA_COMMON[@]}" -Xms512m -Xmx512m "$(jmx_agent "$n")" -Dorderpipeline.service="kafka-$n" \
+      java "${JAVA_COMMON[@]}" -Xms512m -Xmx512m "$(jmx_agent "$n" | sed "s|=127\.0\.0\.1:|=$(host_of "$n"):|")" -Dorderpipeline.service="kafka-$n" \
       `# every GC pause with its wall time, for the benchmark's per-step pause totals` \
       "-Xlog:gc:file=$RUN_DIR/logs/kafka-$n/gc.log:time,uptime:filecount=2,filesize=10m" \
       -Dlog4j2.configurationFile="$HERE/log4j2.properties" -Dkafka.logs.dir="$RUN_DIR/logs/kafka-$n" \
@@ -531,8 +542,8 @@ start_registry() {
     launch registry "$RUN_DIR/logs/registry/registry.log" \
       "$rjava" "${JAVA_COMMON[@]}" -Xms128m -Xmx512m -Dorderpipeline.run="$RUN_DIR" \
       -Dquarkus.config.locations="$SECRETS/registry.application.properties" \
-      -Dquarkus.http.host=127.0.0.1 -Dquarkus.http.port="${REGISTRY_URL##*:}" \
-      -Dquarkus.management.host=127.0.0.1 -Dquarkus.management.port="$REGISTRY_MGMT_PORT" \
+      -Dquarkus.http.host="$REGISTRY_HOST" -Dquarkus.http.port="${REGISTRY_URL##*:}" \
+      -Dquarkus.management.host="$REGISTRY_HOST" -Dquarkus.management.port="$REGISTRY_MGMT_PORT" \
       -Dquarkus.log.console.json=true -Dquarkus.log.console.json.additional-field.service.value=registry \
       -Dapicurio.storage.kind=kafkasql -Dapicurio.kafkasql.bootstrap.servers="$BOOTSTRAP" \
       -Dapicurio.kafkasql.topic=kafkasql-journal -Dapicurio.kafkasql.snapshots.topic=kafkasql-snapshots \
@@ -542,7 +553,7 @@ start_registry() {
       -jar "$APICURIO_HOME/quarkus-run.jar"
   fi
   local deadline=$((SECONDS + READY_TIMEOUT))
-  until curl -fsS -o /dev/null "http://127.0.0.1:$REGISTRY_MGMT_PORT/health/ready" 2>/dev/null; do
+  until curl -fsS -o /dev/null "http://$REGISTRY_HOST:$REGISTRY_MGMT_PORT/health/ready" 2>/dev/null; do
     alive registry || die "the registry exited: see $RUN_DIR/logs/registry/registry.log"
     ((SECONDS < deadline)) || die "the registry was not ready after ${READY_TIMEOUT}s: see $RUN_DIR/logs/registry/registry.log (and kafka-authorizer.log in $RUN_DIR/logs/kafka-*/ for denied requests)"
     sleep 0.5
@@ -688,7 +699,7 @@ status() {
   [[ -f "$SECRETS/admin.properties" ]] && quorum+=(--command-config "$SECRETS/admin.properties")
   kafka_tool "${quorum[@]}" describe --status 2>/dev/null | sed 's/^/    /' ||
     echo "    (quorum not reachable)"
-  if curl -fsS -o /dev/null "http://127.0.0.1:$REGISTRY_MGMT_PORT/health/ready" 2>/dev/null; then
+  if curl -fsS -o /dev/null "http://$REGISTRY_HOST:$REGISTRY_MGMT_PORT/health/ready" 2>/dev/null; then
     echo "  registry: ready ($REGISTRY_URL, compatibility $(curl -fsS "$REGISTRY_URL/apis/ccompat/v7/config" | sed 's/.*"compatibilityLevel":"\([A-Z_]*\)".*/\1/'))"
   else
     echo "  registry: NOT ready"

@@ -27,6 +27,9 @@
 #                (default 45); fuzz/README.md
 #   make fuzz-api  schemathesis (every check and phase) against ingress's and the views
 #                API's OpenAPI documents, on services it starts (needs the cluster up)
+#   make chaos   faults under load on a second cluster of its own (brokers 127.0.0.2-4,
+#                target/chaos/run), then the exactly-once checks (CHAOS=quick|full;
+#                deploy/chaos/run.sh; only broker-kill is built so far)
 #
 # `make up` also starts the monitoring stack (deploy/local/observability.sh): Prometheus
 # :9090, dashboards (VictoriaMetrics) :8428/vmui, logs (VictoriaLogs) :9428/select/vmui.
@@ -56,7 +59,7 @@ export CARGO_PROFILE ?= $(PROFILE)
 PROFILE_DIR := $(if $(filter dev,$(CARGO_PROFILE)),debug,$(CARGO_PROFILE))
 
 .PHONY: up down status clean acls test test-unit lint fmt schemas bench demo \
-	test-monitoring test-k8s check-observability logs fuzz fuzz-api
+	test-monitoring test-k8s check-observability logs fuzz fuzz-api chaos
 
 up:
 	@$(PLATFORM) up
@@ -153,3 +156,8 @@ fuzz:
 fuzz-api: export KAFKA_CLIENT_CONFIG ?= $(ADMIN_CLIENT_CONFIG)
 fuzz-api:
 	@fuzz/api/run.sh
+
+# A cluster of its own (never the shared one), a stack on it, loadgen, the fault, the heal,
+# benches' chaos-check. CHAOS_KEEP=1 leaves the chaos cluster up for the next run.
+chaos:
+	@deploy/chaos/run.sh

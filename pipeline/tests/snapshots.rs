@@ -10,6 +10,10 @@
 //!   new input arrives; 2 processes x 1 worker restore it too; the exactly-once audit
 //!   passes over every incarnation; input
 //!   older than the snapshot deleted (retention) → the job still recovers the model.
+//! - `killed_repeatedly_with_snapshots_is_exactly_once`: the binary with snapshots on is
+//!   killed (SIGKILL) three times under a steady stream and restarted at 1, 3 and 2
+//!   workers; every restart restores a snapshot; the exactly-once audit passes over the
+//!   four incarnations, the topic and the views equal the model.
 //! - `retention_without_snapshot_refuses_to_start`: input records deleted and no
 //!   snapshot → the job refuses with an error naming the topic, partition and offsets.
 
@@ -228,19 +232,8 @@ async fn restore_in(env: &Env) -> Result<(), BoxError> {
         .map_err(|e| format!("{e}\n{}\n{}", processes[0].tail(), processes[1].tail()))?;
     check_model(env, http, &delivered).await?;
     for addr in [http, metrics_1] {
-        let text = reqwest::get(format!("http://{addr}/metrics"))
-            .await?
-            .text()
-            .await?;
-        let restored = text
-            .lines()
-            .find_map(|l| l.strip_prefix("pipeline_snapshot_restored_entries "))
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0);
-        assert!(
-            restored > 0.0,
-            "process at {addr} restored the snapshot: {text}"
-        );
+        let restored = metric(addr, "pipeline_snapshot_restored_entries").await?;
+        assert!(restored > 0.0, "process at {addr} restored the snapshot");
     }
     for mut process in processes {
         process.terminate(Duration::from_secs(20));
@@ -321,5 +314,113 @@ async fn retention_in(env: &Env) -> Result<(), BoxError> {
         "{text}"
     );
     assert_eq!(error.fault(), eventbus::Fault::Setup);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_repeatedly_with_snapshots_is_exactly_once() -> Result<(), BoxError> {
+    let _serial = SERIAL.lock().await;
+    eventbus::testkit::init_tracing();
+    let env = Env::new(3).await?;
+    let result = killed_repeatedly_in(&env).await;
+    env.cleanup().await;
+    result
+}
+
+/// The binary with snapshots on (every 300 ms), killed with SIGKILL three times while a
+/// steady stream is produced, restarted each time at another worker count.
+async fn killed_repeatedly_in(env: &Env) -> Result<(), BoxError> {
+    let logs = tempfile::tempdir()?;
+    let workload = workload(0x71, 500, 25, env);
+    let total = workload.len();
+    let spawn = |workers: usize, name: &str| -> Result<(Job, std::net::SocketAddr), BoxError> {
+        let (http, grpc) = (free_addr(), free_addr());
+        let mut args = job_args(env, http, grpc);
+        args.extend(["-w".to_owned(), workers.to_string()]);
+        let job = Job::start_with(
+            env,
+            &args,
+            &logs.path().join(format!("{name}.log")),
+            &[
+                ("PIPELINE__SNAPSHOT__ENABLED", "true"),
+                ("PIPELINE__SNAPSHOT__INTERVAL_MS", "300"),
+            ],
+        )?;
+        Ok((job, http))
+    };
+    let (mut job, mut http) = spawn(2, "incarnation-0")?;
+    wait_ready(http, &mut job, Duration::from_secs(60)).await?;
+
+    // A steady stream: 30 records every 100 ms.
+    let sent = Arc::new(AtomicUsize::new(0));
+    let producer = {
+        let bus = env.cluster.bus()?;
+        let names = env.names.clone();
+        let sent = Arc::clone(&sent);
+        tokio::spawn(async move {
+            produce(
+                bus.producer(),
+                &names,
+                &workload,
+                30,
+                Some((30, Duration::from_millis(100))),
+                sent,
+            )
+            .await
+            .map_err(|e| e.to_string())
+        })
+    };
+    let mut restored = Vec::new();
+    for (kill, workers) in [(1usize, 1usize), (2, 3), (3, 2)] {
+        while sent.load(std::sync::atomic::Ordering::Relaxed) < total * kill / 4 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // This incarnation wrote a snapshot of its own before it dies.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while metric(http, "pipeline_snapshot_write_seconds_count").await? < 1.0 {
+            assert!(Instant::now() < deadline, "no snapshot: {}", job.tail());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        job.kill();
+        let (next, next_http) = spawn(workers, &format!("incarnation-{kill}"))?;
+        (job, http) = (next, next_http);
+        wait_ready(http, &mut job, Duration::from_secs(60)).await?;
+        restored.push(metric(http, "pipeline_snapshot_restored_entries").await?);
+    }
+    let delivered = producer.await??;
+    wait_caught_up(env, http, Duration::from_secs(180))
+        .await
+        .map_err(|e| format!("{e}\n{}", job.tail()))?;
+    println!("keys restored by the three restarts: {restored:?}");
+    assert!(
+        restored.iter().all(|r| *r > 0.0),
+        "every restart restored a snapshot: {restored:?}"
+    );
+    // Keys only grow (orders are never removed): a restart restores the snapshot of the
+    // incarnation before it (the keys stop growing once the stream has sent everything).
+    assert!(
+        restored.windows(2).all(|w| w[0] <= w[1]) && restored[0] < restored[2],
+        "each restart restored the newer snapshot of the incarnation before: {restored:?}"
+    );
+
+    // No duplicated, missing or wrong stock.updated version over four incarnations.
+    let model = model_of(&delivered);
+    let stock = read_stock_updated(env).await?;
+    check_versions(&stock).map_err(|e| -> BoxError { e.into() })?;
+    assert_eq!(
+        topic_view(&stock),
+        model.stock(),
+        "the compacted topic equals the model"
+    );
+    let report = audit(env, &stock).await?;
+    assert_eq!(report.model.stock(), model.stock());
+    assert_eq!(report.records, delivered.len());
+    check_model(env, http, &delivered).await?;
+    let status = job.terminate(Duration::from_secs(20));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "clean exit: {}",
+        job.tail()
+    );
     Ok(())
 }

@@ -663,6 +663,43 @@ pub async fn wait_caught_up(
     }
 }
 
+/// Polls `/readyz` until it answers 200.
+pub async fn wait_ready(
+    http: std::net::SocketAddr,
+    job: &mut Job,
+    timeout: Duration,
+) -> Result<(), BoxError> {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(r) = client.get(format!("http://{http}/readyz")).send().await
+            && r.status().is_success()
+        {
+            return Ok(());
+        }
+        if let Ok(Some(status)) = job.child.try_wait() {
+            return Err(format!("the job exited with {status}:\n{}", job.tail()).into());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("the job was not ready in {timeout:?}:\n{}", job.tail()).into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A metric's value from `/metrics` (first sample whose line starts with `name`).
+pub async fn metric(http: std::net::SocketAddr, name: &str) -> Result<f64, BoxError> {
+    let text = reqwest::get(format!("http://{http}/metrics"))
+        .await?
+        .text()
+        .await?;
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| format!("no metric {name}").into())
+}
+
 /// The REST views: stock (non-zero SKUs) and every order of `ids`.
 pub async fn rest_views(
     http: SocketAddr,

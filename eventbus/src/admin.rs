@@ -23,6 +23,7 @@ use rdkafka::admin::{
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::metadata::Metadata;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde::Deserialize;
 
 use crate::config::KafkaSettings;
@@ -259,6 +260,31 @@ impl Admin {
             .delete_topics(topics, &AdminOptions::new())
             .await
             .map_err(|e| BusError::kafka("delete topics", e))?;
+        Ok(())
+    }
+
+    /// Deletes the records of `topic`/`partition` before `offset` (what retention does
+    /// to old segments); tests use it to prove a job copes with input that is gone.
+    pub async fn delete_records_before(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> Result<(), BusError> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition, Offset::Offset(offset))
+            .map_err(|e| BusError::kafka("delete records", e))?;
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        let result = self
+            .admin
+            .delete_records(&tpl, &options)
+            .await
+            .map_err(|e| BusError::kafka("delete records", e))?;
+        for e in result.elements() {
+            if let Err(error) = e.error() {
+                return Err(BusError::kafka("delete records", error));
+            }
+        }
         Ok(())
     }
 

@@ -193,11 +193,9 @@ impl Env {
         partition: i32,
         offset: i64,
     ) -> Result<(), BoxError> {
-        let mut tpl = eventbus::kafka::TopicPartitionList::new();
-        tpl.add_partition_offset(topic, partition, eventbus::kafka::Offset::Offset(offset))?;
-        let options =
-            rdkafka::admin::AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-        self.admin.client().delete_records(&tpl, &options).await?;
+        self.admin
+            .delete_records_before(topic, partition, offset)
+            .await?;
         Ok(())
     }
 

@@ -24,11 +24,26 @@ struct Args {
     settle_seconds: u64,
 }
 
+/// Where each key's records are: `(partition, offset, ce_id)` per record.
+type Places = BTreeMap<String, Vec<(i32, i64, String)>>;
+
 async fn keys(
     kafka: &eventbus::KafkaSettings,
     topic: &str,
     committed: bool,
 ) -> anyhow::Result<BTreeMap<String, usize>> {
+    Ok(places(kafka, topic, committed)
+        .await?
+        .into_iter()
+        .map(|(key, at)| (key, at.len()))
+        .collect())
+}
+
+async fn places(
+    kafka: &eventbus::KafkaSettings,
+    topic: &str,
+    committed: bool,
+) -> anyhow::Result<Places> {
     let records = read_topic(
         kafka,
         topic,
@@ -39,11 +54,17 @@ async fn keys(
         },
     )
     .await?;
-    let mut out = BTreeMap::new();
+    let mut out = Places::new();
     for record in records {
         use eventbus::kafka::Message;
         let key = String::from_utf8_lossy(record.key().unwrap_or_default()).into_owned();
-        *out.entry(key).or_insert(0) += 1;
+        let ce_id = eventbus::headers::HeaderList::from_headers(record.headers())
+            .get_str("ce_id")
+            .unwrap_or_default()
+            .to_owned();
+        out.entry(key)
+            .or_default()
+            .push((record.partition(), record.offset(), ce_id));
     }
     Ok(out)
 }
@@ -55,7 +76,9 @@ async fn main() -> anyhow::Result<()> {
     let p = &args.prefix;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(args.settle_seconds);
     loop {
-        let created = keys(&kafka, &format!("{p}order-service.order.created"), false).await?;
+        let created_at = places(&kafka, &format!("{p}order-service.order.created"), false).await?;
+        let created: BTreeMap<&String, usize> =
+            created_at.iter().map(|(k, at)| (k, at.len())).collect();
         let mut outcomes = keys(
             &kafka,
             &format!("{p}payment-service.payment.completed"),
@@ -68,12 +91,12 @@ async fn main() -> anyhow::Result<()> {
         let written_twice = created.values().filter(|n| **n > 1).count();
         let unsettled = created
             .keys()
-            .filter(|k| !outcomes.contains_key(*k))
+            .filter(|k| !outcomes.contains_key(**k))
             .count();
         let settled_twice = outcomes.values().filter(|n| **n > 1).count();
         let unknown = outcomes
             .keys()
-            .filter(|k| !created.contains_key(*k))
+            .filter(|k| !created.contains_key(k))
             .count();
         if unsettled > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_secs(2)).await;
@@ -86,7 +109,15 @@ async fn main() -> anyhow::Result<()> {
                 .values()
                 .sum::<usize>();
         }
+        // A few records written twice, to tell a resent event (same ce_id) from two.
+        let examples: Vec<_> = created_at
+            .iter()
+            .filter(|(_, at)| at.len() > 1)
+            .take(3)
+            .map(|(key, at)| serde_json::json!({ "key": key, "records": at }))
+            .collect();
         let report = serde_json::json!({
+            "written_twice_examples": examples,
             "orders": created.len(),
             "written_twice": written_twice,
             "unsettled": unsettled,

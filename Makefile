@@ -29,7 +29,7 @@
 #                API's OpenAPI documents, on services it starts (needs the cluster up)
 #   make chaos   faults under load on a second cluster of its own (brokers 127.0.0.2-4,
 #                target/chaos/run), then the exactly-once checks (CHAOS=quick|full;
-#                deploy/chaos/run.sh; only broker-kill is built so far)
+#                CHAOS_FAULT=broker-kill|broker-stop; deploy/chaos/run.sh)
 #
 # `make up` also starts the monitoring stack (deploy/local/observability.sh): Prometheus
 # :9090, dashboards (VictoriaMetrics) :8428/vmui, logs (VictoriaLogs) :9428/select/vmui.

@@ -59,12 +59,14 @@ for api in ingress_rest views_rest; do
   exclude=()
   [[ $name == views ]] && exclude=(--exclude-path /v1/stream)
   echo "[fuzz-api] schemathesis against $name ($base/openapi.json)"
-  if ! "$st" --config-file fuzz/api/schemathesis.toml run "$base/openapi.json" \
+  # From the report folder: schemathesis keeps a cache (.schemathesis/) in its working
+  # directory.
+  if ! (cd "$out" && "$st" --config-file "$OLDPWD/fuzz/api/schemathesis.toml" run "$base/openapi.json" \
       --checks all --phases examples,coverage,fuzzing,stateful "${exclude[@]}" \
       --max-examples "$examples" --seed "$seed" --workers 2 \
       --generation-database none --no-color \
-      --report junit --report-junit-path "$out/$name.junit.xml" \
-      >"$out/$name.txt" 2>&1; then
+      --report junit --report-junit-path "$name.junit.xml" \
+      >"$name.txt" 2>&1); then
     status=1
     echo "[fuzz-api] $name: FAILED (full output: $out/$name.txt)" >&2
     sed -n '/^=* *FAILURES/,$p' "$out/$name.txt" | head -n 120 >&2

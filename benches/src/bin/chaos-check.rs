@@ -94,10 +94,7 @@ async fn main() -> anyhow::Result<()> {
             .filter(|k| !outcomes.contains_key(**k))
             .count();
         let settled_twice = outcomes.values().filter(|n| **n > 1).count();
-        let unknown = outcomes
-            .keys()
-            .filter(|k| !created.contains_key(k))
-            .count();
+        let unknown = outcomes.keys().filter(|k| !created.contains_key(k)).count();
         if unsettled > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_secs(2)).await;
             continue;

@@ -5,7 +5,7 @@
 //! never delay the clock that stamps a record as readable, or the end-to-end figures
 //! would include the load generator's queueing.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use benches::load::unique_index;
@@ -46,10 +46,6 @@ pub(crate) struct Matcher {
     pub(crate) foreign: AtomicU64,
     /// Records that did not decode as `StockUpdated`.
     pub(crate) undecodable: AtomicU64,
-    /// Errors of the consumer.
-    pub(crate) consumer_errors: AtomicU64,
-    /// Set to end the reader.
-    pub(crate) stop: AtomicBool,
 }
 
 impl Matcher {
@@ -71,8 +67,6 @@ impl Matcher {
             records: AtomicU64::new(0),
             foreign: AtomicU64::new(0),
             undecodable: AtomicU64::new(0),
-            consumer_errors: AtomicU64::new(0),
-            stop: AtomicBool::new(false),
         }
     }
 
@@ -118,14 +112,6 @@ impl Matcher {
 }
 
 impl OnRecord for Matcher {
-    fn stopped(&self) -> bool {
-        self.stop.load(Ordering::Relaxed)
-    }
-
-    fn consumer_error(&self) {
-        self.consumer_errors.fetch_add(1, Ordering::Relaxed);
-    }
-
     async fn record(
         &self,
         registry: &RegistryClient,

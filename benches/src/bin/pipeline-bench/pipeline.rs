@@ -6,7 +6,7 @@
 //! whatever happens) and the matching consumer's.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -199,11 +199,14 @@ pub(crate) async fn run_pipeline(
             args.restock_units
         };
         let matcher = Arc::new(Matcher::new(prefix.clone(), restock_units, orders));
+        // Ends both readers.
+        let stop = Arc::new(AtomicBool::new(false));
         let reader = start_reader(
             &stack.kafka,
             "stock-updated-reader",
             vec![stack.topic("inventory-service.stock.updated")],
             matcher.clone(),
+            stop.clone(),
             args.fetch_wait_ms,
         )?;
         let created_topic = stack.topic("order-service.order.created");
@@ -213,6 +216,7 @@ pub(crate) async fn run_pipeline(
             "stage-reader",
             vec![created_topic, stack.topic("payment-service.payment.completed")],
             stages.clone(),
+            stop.clone(),
             args.fetch_wait_ms,
         )?;
         let ctx = Ctx {
@@ -319,17 +323,20 @@ pub(crate) async fn run_pipeline(
                     "orders_first_seen_as_sale": matcher.sale_first.load(Ordering::Relaxed),
                     "foreign_keys": matcher.foreign.load(Ordering::Relaxed),
                     "undecodable": matcher.undecodable.load(Ordering::Relaxed),
-                    "errors": matcher.consumer_errors.load(Ordering::Relaxed),
+                    "errors": reader.errors(),
                     "orders_sold": matcher.sold.load(Ordering::Relaxed),
                     "stage_reader_undecodable": stages.undecodable.load(Ordering::Relaxed),
-                    "stage_reader_errors": stages.consumer_errors.load(Ordering::Relaxed),
+                    "stage_reader_errors": stage_reader.errors(),
                 }),
             })
         }
         .await;
-        matcher.stop.store(true, Ordering::Relaxed);
-        stages.stop.store(true, Ordering::Relaxed);
-        let _ = tokio::task::spawn_blocking(move || (reader.join(), stage_reader.join())).await;
+        stop.store(true, Ordering::Relaxed);
+        let _ = tokio::task::spawn_blocking(move || {
+            reader.join();
+            stage_reader.join();
+        })
+        .await;
         result
     }
     .await;

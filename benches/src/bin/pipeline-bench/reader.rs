@@ -9,6 +9,7 @@
 //! it never joins its group and never commits.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -19,10 +20,6 @@ use eventbus::{KafkaSettings, RegistryClient, RegistryConfig};
 
 /// What a reader does with each record.
 pub(crate) trait OnRecord: Send + Sync + 'static {
-    /// True once the reader should end.
-    fn stopped(&self) -> bool;
-    /// The consumer reported an error.
-    fn consumer_error(&self);
     /// A record of `topic`, read at `at`.
     async fn record(
         &self,
@@ -41,15 +38,34 @@ pub(crate) fn create_time_ms(msg: &impl Message) -> u64 {
     }
 }
 
+/// A running reader: its thread and its consumer's error count.
+pub(crate) struct Reader {
+    handle: std::thread::JoinHandle<()>,
+    errors: Arc<AtomicU64>,
+}
+
+impl Reader {
+    /// Errors the consumer reported so far.
+    pub(crate) fn errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
+    }
+
+    /// Waits for the thread (set the reader's stop flag first).
+    pub(crate) fn join(self) {
+        let _ = self.handle.join();
+    }
+}
+
 /// Starts the reader of `topics` on a thread named `name` (with its own runtime) and
-/// returns once all their partitions are assigned.
+/// returns once all their partitions are assigned; it ends once `stop` is set.
 pub(crate) fn start_reader<H: OnRecord>(
     kafka: &KafkaSettings,
     name: &str,
     topics: Vec<String>,
     handler: Arc<H>,
+    stop: Arc<AtomicBool>,
     fetch_wait_ms: u64,
-) -> anyhow::Result<std::thread::JoinHandle<()>> {
+) -> anyhow::Result<Reader> {
     let mut options =
         GroupOptions::new(format!("pipeline-bench-{}", uuid::Uuid::new_v4().simple()));
     options.read_committed = true;
@@ -62,6 +78,8 @@ pub(crate) fn start_reader<H: OnRecord>(
     let kafka = kafka.clone();
     let registry = RegistryClient::new(&RegistryConfig::from_env())?;
     let context_name = format!("pipeline-bench/{name}");
+    let errors = Arc::new(AtomicU64::new(0));
+    let counted = errors.clone();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();
     let handle = std::thread::Builder::new()
         .name(name.into())
@@ -108,7 +126,7 @@ pub(crate) fn start_reader<H: OnRecord>(
                 }
                 // Bounded: ends when told to, and in any case after a day.
                 let deadline = Instant::now() + Duration::from_secs(24 * 3600);
-                while !handler.stopped() && Instant::now() < deadline {
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
                     match tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await {
                         Err(_) => {}
                         Ok(Ok(msg)) => {
@@ -117,7 +135,7 @@ pub(crate) fn start_reader<H: OnRecord>(
                             handler.record(&registry, &topic, &msg, at).await;
                         }
                         Ok(Err(_)) => {
-                            handler.consumer_error();
+                            counted.fetch_add(1, Ordering::Relaxed);
                             tokio::time::sleep(Duration::from_millis(100)).await;
                         }
                     }
@@ -125,7 +143,7 @@ pub(crate) fn start_reader<H: OnRecord>(
             });
         })?;
     match ready_rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(Ok(())) => Ok(handle),
+        Ok(Ok(())) => Ok(Reader { handle, errors }),
         Ok(Err(e)) => Err(e.context(format!("the {name} reader did not start"))),
         Err(_) => bail!("the {name} reader did not start within 60 s"),
     }

@@ -21,7 +21,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use benches::load::unique_index;
@@ -56,10 +56,6 @@ pub(crate) struct Stages {
     ids: Mutex<(HashMap<Uuid, u64>, HashMap<Uuid, u64>)>,
     /// Records that did not decode.
     pub(crate) undecodable: AtomicU64,
-    /// Errors of the consumer.
-    pub(crate) consumer_errors: AtomicU64,
-    /// Set to end the reader.
-    pub(crate) stop: AtomicBool,
 }
 
 /// One stage over a load's orders.
@@ -94,8 +90,6 @@ impl Stages {
             paid_ms: slots(orders),
             ids: Mutex::new((HashMap::new(), HashMap::new())),
             undecodable: AtomicU64::new(0),
-            consumer_errors: AtomicU64::new(0),
-            stop: AtomicBool::new(false),
         }
     }
 
@@ -152,14 +146,6 @@ impl Stages {
 }
 
 impl OnRecord for Stages {
-    fn stopped(&self) -> bool {
-        self.stop.load(Ordering::Relaxed)
-    }
-
-    fn consumer_error(&self) {
-        self.consumer_errors.fetch_add(1, Ordering::Relaxed);
-    }
-
     async fn record(
         &self,
         registry: &RegistryClient,

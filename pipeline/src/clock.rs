@@ -39,8 +39,8 @@
 //! every record the bindings cover: deleting input records by retention loses exactly
 //! the state they contributed. With snapshots ([`crate::snapshot`]) a restart reads each
 //! partition only from the restored snapshot's offset, so the inputs need only hold
-//! what follows it (the job refuses to start otherwise); the progress topic is still
-//! read whole (a few hundred bytes per transaction).
+//! what follows it (the job refuses to start otherwise), and the progress topic only
+//! from the snapshot's epoch on (its end read backwards, see [`crate::progress`]).
 
 use std::collections::{HashMap, HashSet};
 

@@ -73,7 +73,7 @@ pub use metrics::Metrics;
 pub use views::Views;
 
 use crate::config::TopicNames;
-use crate::progress::{Progress, read_progress};
+use crate::progress::Progress;
 use crate::sink::{Health, SinkPorts, SinkThread, fenced_producer};
 use crate::source::{FetchParams, SourceParams, spawn_fetcher};
 
@@ -225,23 +225,16 @@ pub fn run_with(
                 other => other.into(),
             })?;
         let producer = fenced_producer(&config.kafka, &config.sink)?;
-        let progress = read_progress(&config.kafka, &topics.progress, shared.progress_timeout())?;
-        tracing::info!(
-            transactions = progress.transactions,
-            epochs = progress.bindings.epochs(),
-            last_epoch = ?progress.bindings.last_epoch(),
-            "progress read"
-        );
+        let recovery = snapshot::recover(&config, &topics, &metrics, shared.progress_timeout())?;
+        let progress = recovery.progress;
         let restored: Vec<((u8, i32), i64)> = progress.bindings.uppers().collect();
+        let restored_versions = recovery
+            .loaded
+            .as_ref()
+            .map(|loaded| (loaded.manifest.epoch, loaded.versions()));
+        let _ = shared.snapshot.set(recovery.loaded.map(Arc::new));
         let mut snapshots = None;
-        let mut restored_versions = None;
-        if config.snapshot.enabled {
-            let (loaded, store, existing) =
-                snapshot::restore(&config, &topics, &progress.bindings, &metrics)?;
-            if let Some(loaded) = &loaded {
-                restored_versions = Some((loaded.manifest.epoch, loaded.versions()));
-            }
-            let _ = shared.snapshot.set(loaded.map(Arc::new));
+        if let Some(store) = recovery.store {
             // Room for a few markers' halves: the writer drains the queue and writes
             // only the newest complete snapshot, so a slow store costs skipped
             // snapshots, never a blocked worker or sink (both only `try_send`).
@@ -252,10 +245,11 @@ pub fn run_with(
                 config: config.snapshot.clone(),
                 workers: u32::try_from(config.timely.peers()).unwrap_or(u32::MAX),
                 metrics: metrics.clone(),
-                existing,
+                existing: recovery.existing,
+                swept: false,
             };
             // Not joined: a write cut short by the end of the job is a torn snapshot,
-            // which the next start skips.
+            // which the next start skips (and the one after sweeps).
             std::thread::Builder::new()
                 .name("snapshots".into())
                 .spawn(move || writer.run())
@@ -418,16 +412,22 @@ fn worker_main(worker: &mut timely::worker::Worker, shared: &Shared) -> Result<(
     let index = worker.index();
     let peers = worker.peers();
     let config = &shared.config;
-    // Processes other than 0 read the progress here, once: they are connected to
-    // process 0, which fenced the previous job before starting timely.
+    // Processes other than 0 read the progress and load the snapshot here, once (the
+    // other workers of the process wait for it): they are connected to process 0, which
+    // fenced the previous job before starting timely (and did the same before it).
     let progress = shared.progress.get_or_init(|| {
-        match read_progress(
-            &config.kafka,
-            &shared.topics.progress,
+        match snapshot::recover(
+            config,
+            &shared.topics,
+            &shared.metrics,
             shared.progress_timeout(),
         ) {
-            Ok(progress) => Some(Arc::new(progress)),
+            Ok(recovery) => {
+                let _ = shared.snapshot.set(recovery.loaded.map(Arc::new));
+                Some(Arc::new(recovery.progress))
+            }
             Err(e) => {
+                let _ = shared.snapshot.set(None);
                 shared.fail(e);
                 None
             }
@@ -436,24 +436,11 @@ fn worker_main(worker: &mut timely::worker::Worker, shared: &Shared) -> Result<(
     let Some(progress) = progress.clone() else {
         return Ok(()); // failure recorded
     };
-    let bindings = Arc::new(progress.bindings.clone());
-    // Processes other than 0 load the snapshot here, once (process 0 did before timely).
-    let snapshot = shared.snapshot.get_or_init(|| {
-        if !config.snapshot.enabled {
-            return None;
-        }
-        match snapshot::restore(config, &shared.topics, &bindings, &shared.metrics) {
-            Ok((loaded, _, _)) => loaded.map(Arc::new),
-            Err(e) => {
-                shared.fail(e);
-                None
-            }
-        }
-    });
     if shared.shutdown.is_triggered() {
         return Ok(()); // failure recorded
     }
-    let snapshot = snapshot.clone();
+    let bindings = Arc::new(progress.bindings.clone());
+    let snapshot = shared.snapshot.get().cloned().flatten();
     let restore = snapshot
         .as_ref()
         .map(|s| (s.manifest.epoch, s.records(index, peers)));

@@ -12,14 +12,17 @@
 //! operator can read the topic with any tool; a few hundred bytes per transaction.
 //!
 //! On start-up, after the sink has fenced any previous incarnation of the job
-//! (`init_transactions`), every process reads the whole topic ([`read_progress`]) up to
-//! its last stable offset and builds the [`Bindings`].
+//! (`init_transactions`), every process reads the topic up to its last stable offset and
+//! builds the [`Bindings`]: the whole topic ([`read_progress`]) when there is no
+//! snapshot to restore, otherwise only its tail back to the snapshot's epoch
+//! ([`ProgressTail`], [`Bindings::after_snapshot`]), so that a restore reads what was
+//! committed since the snapshot, not every transaction ever committed.
 
 use std::time::{Duration, Instant};
 
 use eventbus::KafkaSettings;
 use eventbus::client::{self, ReaderOptions};
-use eventbus::kafka::{Consumer, KafkaError, Message, Offset, TopicPartitionList};
+use eventbus::kafka::{BaseConsumer, Consumer, KafkaError, Message, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Bindings;
@@ -95,6 +98,29 @@ impl Bindings {
         }
         Ok(bindings)
     }
+
+    /// The bindings a restore from a snapshot needs: the snapshot's `offsets` as the
+    /// uppers of its `epoch` (every record below them is in the snapshot), then every
+    /// epoch after it from `records` (a tail of the progress topic that reaches back to
+    /// `epoch`; epochs at or before it are skipped).
+    ///
+    /// Fails like [`Bindings::from_records`] if the records do not continue the
+    /// snapshot (an upper at or below the snapshot's offset, epochs out of order).
+    pub fn after_snapshot<'a>(
+        epoch: u64,
+        offsets: &[(u8, i32, i64)],
+        records: impl IntoIterator<Item = &'a ProgressRecord>,
+    ) -> Result<Self, ProgressError> {
+        let mut bindings = Bindings::new();
+        bindings.push(epoch, offsets.iter().copied().filter(|(_, _, o)| *o > 0))?;
+        for record in records {
+            for binding in record.epochs.iter().filter(|e| e.time > epoch) {
+                bindings.push(binding.time, binding.uppers.iter().copied())?;
+                bindings.add_dead(binding.dead.iter().copied());
+            }
+        }
+        Ok(bindings)
+    }
 }
 
 /// Everything read from the progress topic at start-up.
@@ -130,6 +156,128 @@ pub fn read_records(
     topic: &str,
     timeout: Duration,
 ) -> Result<Vec<ProgressRecord>, PipelineError> {
+    let consumer = progress_reader(kafka, topic)?;
+    Ok(read_from(&consumer, topic, Offset::Beginning, timeout)?
+        .into_iter()
+        .map(|(_, record)| record)
+        .collect())
+}
+
+/// The progress topic read backwards from its end, only as far as a restore needs.
+///
+/// A snapshot at epoch `e` needs the epochs committed after `e`: the records from the
+/// last one that holds an epoch at or before `e` to the end ([`ProgressTail::covering`]).
+/// The tail is read in growing windows (512 offsets, then 4 times more each time), so
+/// the cost follows the transactions committed since the snapshot, not the topic's
+/// length.
+pub struct ProgressTail {
+    kafka: KafkaSettings,
+    topic: String,
+    timeout: Duration,
+    /// The log start offset and the end (last stable offset when opened).
+    low: i64,
+    high: i64,
+    /// The window read so far: `[from, high)`, its records with their offsets.
+    from: i64,
+    records: Vec<(i64, ProgressRecord)>,
+}
+
+impl std::fmt::Debug for ProgressTail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProgressTail")
+            .field("topic", &self.topic)
+            .field("from", &self.from)
+            .field("high", &self.high)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The first window of [`ProgressTail`], in offsets (a transaction takes two: its record
+/// and its commit marker).
+const TAIL_WINDOW: i64 = 512;
+
+impl ProgressTail {
+    /// Opens the topic (checks it has one partition) and reads its last window. Blocking.
+    pub fn open(
+        kafka: &KafkaSettings,
+        topic: &str,
+        timeout: Duration,
+    ) -> Result<ProgressTail, PipelineError> {
+        let consumer = progress_reader(kafka, topic)?;
+        let (low, high) = consumer
+            .fetch_watermarks(topic, 0, Duration::from_secs(10))
+            .map_err(|e| PipelineError::kafka(format!("watermarks of {topic}"), e))?;
+        drop(consumer);
+        let mut tail = ProgressTail {
+            kafka: kafka.clone(),
+            topic: topic.to_owned(),
+            timeout,
+            low,
+            high,
+            from: high,
+            records: Vec::new(),
+        };
+        tail.extend()?;
+        Ok(tail)
+    }
+
+    /// Reads a window four times larger (from the log start at most).
+    fn extend(&mut self) -> Result<(), PipelineError> {
+        if self.from <= self.low {
+            return Ok(());
+        }
+        let read = (self.high - self.from).max(TAIL_WINDOW / 4) * 4;
+        let from = self.from.saturating_sub(read).max(self.low);
+        // Re-reads the window read before too (at most a third of the total): simpler
+        // than stitching two reads. A new reader each time, so that no end-of-partition
+        // event of the previous read can end this one early.
+        let consumer = progress_reader(&self.kafka, &self.topic)?;
+        self.records = read_from(&consumer, &self.topic, Offset::Offset(from), self.timeout)?;
+        self.from = from;
+        Ok(())
+    }
+
+    /// The last committed epoch, if any transaction was ever committed.
+    pub fn last_epoch(&mut self) -> Result<Option<u64>, PipelineError> {
+        while self.records.is_empty() && self.from > self.low {
+            self.extend()?;
+        }
+        Ok(self
+            .records
+            .last()
+            .and_then(|(_, r)| r.epochs.last())
+            .map(|e| e.time))
+    }
+
+    /// The records from the last one holding an epoch at or before `epoch` to the end
+    /// (all of them if none does), in commit order.
+    pub fn covering(&mut self, epoch: u64) -> Result<Vec<&ProgressRecord>, PipelineError> {
+        loop {
+            let reaches = self
+                .records
+                .first()
+                .and_then(|(_, r)| r.epochs.first())
+                .is_some_and(|e| e.time <= epoch);
+            if reaches || self.from <= self.low {
+                break;
+            }
+            self.extend()?;
+        }
+        let start = self
+            .records
+            .iter()
+            .rposition(|(_, r)| r.epochs.first().is_some_and(|e| e.time <= epoch))
+            .unwrap_or(0);
+        Ok(self.records[start..].iter().map(|(_, r)| r).collect())
+    }
+
+    /// Every record read so far (how many transactions a restore looked at).
+    pub fn records_read(&self) -> usize {
+        self.records.len()
+    }
+}
+
+fn progress_reader(kafka: &KafkaSettings, topic: &str) -> Result<BaseConsumer, PipelineError> {
     let options = ReaderOptions {
         // Only what committed transactions wrote: a record is there exactly when the
         // output of its epochs is.
@@ -150,8 +298,19 @@ pub fn read_records(
             partitions: partitions.unwrap_or(0),
         });
     }
+    Ok(consumer)
+}
+
+/// The committed records of the progress topic from `start` to its end, with their
+/// offsets. Blocking.
+fn read_from(
+    consumer: &BaseConsumer,
+    topic: &str,
+    start: Offset,
+    timeout: Duration,
+) -> Result<Vec<(i64, ProgressRecord)>, PipelineError> {
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+    tpl.add_partition_offset(topic, 0, start)
         .map_err(|e| PipelineError::kafka("assign progress", e))?;
     consumer
         .assign(&tpl)
@@ -175,7 +334,7 @@ pub fn read_records(
                         topic: topic.to_owned(),
                         source,
                     })?;
-                records.push(record);
+                records.push((message.offset(), record));
             }
         }
     }

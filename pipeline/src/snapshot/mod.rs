@@ -28,8 +28,11 @@ use crate::logic::{InputEvent, Pos, Sku};
 use crate::metrics::Metrics;
 
 pub mod format;
+mod recover;
 pub(crate) mod state;
 pub mod store;
+
+pub(crate) use recover::recover;
 
 use format::{ChunkInfo, Entry, FORMAT, Manifest, decode_chunk, encode_chunks};
 use store::Store;
@@ -129,8 +132,8 @@ impl Loaded {
     }
 }
 
-/// Reads and verifies snapshot `marker`.
-pub fn load(store: &mut dyn Store, marker: u64) -> Result<Loaded, SnapshotError> {
+/// Reads and verifies the manifest of snapshot `marker`.
+pub fn read_manifest(store: &mut dyn Store, marker: u64) -> Result<Manifest, SnapshotError> {
     let bytes = store
         .manifest(marker)?
         .ok_or_else(|| SnapshotError::Corrupt("no manifest".into()))?;
@@ -141,15 +144,57 @@ pub fn load(store: &mut dyn Store, marker: u64) -> Result<Loaded, SnapshotError>
             manifest.marker
         )));
     }
-    let mut shards = vec![Vec::new(); usize::try_from(manifest.shards.max(1)).unwrap_or(1)];
+    Ok(manifest)
+}
+
+/// Decoded chunks: each chunk's shard and entries.
+type ShardEntries = Vec<(u32, Vec<Entry>)>;
+
+/// Reads and verifies every chunk `manifest` lists. The chunks are checked and decoded
+/// in parallel, one thread per core (they are independent: a shard's chunks hold
+/// distinct keys).
+pub fn load_chunks(store: &mut dyn Store, manifest: Manifest) -> Result<Loaded, SnapshotError> {
+    let mut fetched = Vec::with_capacity(manifest.chunks.len());
     for info in &manifest.chunks {
-        let bytes = store.chunk(marker, info)?.ok_or_else(|| {
+        let bytes = store.chunk(manifest.marker, info)?.ok_or_else(|| {
             SnapshotError::Corrupt(format!("chunk {}/{} missing", info.shard, info.index))
         })?;
-        let shard = shards
-            .get_mut(usize::try_from(info.shard).unwrap_or(usize::MAX))
-            .ok_or_else(|| SnapshotError::Corrupt(format!("shard {} out of range", info.shard)))?;
-        shard.extend(decode_chunk(info, &bytes)?);
+        fetched.push((info, bytes));
+    }
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .clamp(1, fetched.len().max(1));
+    let fetched = &fetched;
+    let decoded: Vec<Result<ShardEntries, SnapshotError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                s.spawn(move || {
+                    fetched
+                        .iter()
+                        .skip(t)
+                        .step_by(threads)
+                        .map(|(info, bytes)| Ok((info.shard, decode_chunk(info, bytes)?)))
+                        .collect()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(SnapshotError::Corrupt("a chunk decoder panicked".into()))
+                })
+            })
+            .collect()
+    });
+    let mut shards = vec![Vec::new(); usize::try_from(manifest.shards.max(1)).unwrap_or(1)];
+    for part in decoded {
+        for (shard, entries) in part? {
+            shards
+                .get_mut(usize::try_from(shard).unwrap_or(usize::MAX))
+                .ok_or_else(|| SnapshotError::Corrupt(format!("shard {shard} out of range")))?
+                .extend(entries);
+        }
     }
     let loaded = Loaded { manifest, shards };
     if loaded.entries() as u64 != loaded.manifest.entries {
@@ -162,52 +207,83 @@ pub fn load(store: &mut dyn Store, marker: u64) -> Result<Loaded, SnapshotError>
     Ok(loaded)
 }
 
+/// Reads and verifies snapshot `marker`.
+pub fn load(store: &mut dyn Store, marker: u64) -> Result<Loaded, SnapshotError> {
+    let manifest = read_manifest(store, marker)?;
+    load_chunks(store, manifest)
+}
+
 /// The newest snapshot that verifies and that `accept` takes (e.g. not newer than the
 /// progress topic), skipping any other with a WARN and `pipeline_snapshot_rejected_total`.
-/// Also returns the markers seen (for pruning).
+/// `accept` sees the manifest before any chunk is read. Also returns the markers seen
+/// (for pruning). (A start uses [`recover`], which also reads the progress topic.)
 pub fn load_newest(
     store: &mut dyn Store,
     metrics: &Metrics,
-    accept: impl Fn(&Manifest) -> Result<(), String>,
+    mut accept: impl FnMut(&Manifest) -> Result<(), String>,
 ) -> Result<(Option<Loaded>, Vec<u64>), SnapshotError> {
-    let started = Instant::now();
-    let markers = store.markers()?;
-    for marker in &markers {
-        let verdict = load(store, *marker).and_then(|loaded| {
-            accept(&loaded.manifest).map_err(SnapshotError::Corrupt)?;
-            Ok(loaded)
-        });
-        match verdict {
-            Ok(loaded) => {
-                let seconds = started.elapsed().as_secs_f64();
-                metrics.snapshot_load_seconds.set(seconds);
-                metrics
-                    .snapshot_restored_entries
-                    .set(i64::try_from(loaded.entries()).unwrap_or(i64::MAX));
-                metrics.note_snapshot(loaded.manifest.epoch, chunk_bytes(&loaded.manifest.chunks));
-                tracing::info!(
-                    store = %store.describe(),
-                    marker,
-                    epoch = loaded.manifest.epoch,
-                    entries = loaded.entries(),
-                    written_by_workers = loaded.manifest.workers,
-                    load_ms = started.elapsed().as_millis() as u64,
-                    "snapshot loaded"
-                );
-                return Ok((Some(loaded), markers));
+    let mut chosen = None;
+    let markers = candidates(store, metrics, |store, marker| {
+        let manifest = read_manifest(store, marker)?;
+        accept(&manifest).map_err(SnapshotError::Corrupt)?;
+        let loaded = load_chunks(store, manifest)?;
+        chosen = Some(loaded);
+        Ok(Ok(()))
+    })
+    .map_err(|e| match e {
+        Candidate::Store(e) => e,
+        Candidate::Job(e) => SnapshotError::Corrupt(e.to_string()),
+    })?;
+    Ok((chosen, markers))
+}
+
+/// Why [`candidates`] stopped.
+enum Candidate {
+    /// The store could not be read.
+    Store(SnapshotError),
+    /// Something else the job needs failed (the progress topic).
+    Job(crate::PipelineError),
+}
+
+/// Tries the store's snapshots newest first with `try_one` until one is taken (`Ok`);
+/// a snapshot it rejects (`Err(SnapshotError)`) is counted and logged, and the next
+/// older one tried; after the newest few (see [`Store::markers`]) every snapshot of the
+/// store. `try_one` returns `Ok(Err(_))` for a failure that must stop the start.
+/// Returns the markers seen.
+fn candidates(
+    store: &mut dyn Store,
+    metrics: &Metrics,
+    mut try_one: impl FnMut(
+        &mut dyn Store,
+        u64,
+    ) -> Result<Result<(), crate::PipelineError>, SnapshotError>,
+) -> Result<Vec<u64>, Candidate> {
+    let mut markers = store.markers().map_err(Candidate::Store)?;
+    let mut tried = std::collections::HashSet::new();
+    for widened in [false, true] {
+        if widened {
+            markers = store.all_markers().map_err(Candidate::Store)?;
+        }
+        for marker in markers.clone() {
+            if !tried.insert(marker) {
+                continue;
             }
-            Err(e) => {
-                metrics.snapshot_rejected.inc();
-                tracing::warn!(
-                    store = %store.describe(),
-                    marker,
-                    "snapshot skipped, trying the previous one: {}",
-                    eventbus::error::chain(&e)
-                );
+            match try_one(store, marker) {
+                Ok(Ok(())) => return Ok(markers),
+                Ok(Err(e)) => return Err(Candidate::Job(e)),
+                Err(e) => {
+                    metrics.snapshot_rejected.inc();
+                    tracing::warn!(
+                        store = %store.describe(),
+                        marker,
+                        "snapshot skipped, trying the previous one: {}",
+                        eventbus::error::chain(&e)
+                    );
+                }
             }
         }
     }
-    Ok((None, markers))
+    Ok(markers)
 }
 
 fn chunk_bytes(chunks: &[ChunkInfo]) -> u64 {
@@ -224,6 +300,9 @@ pub(crate) struct Writer {
     /// Snapshots in the store, oldest first, with their chunks (for pruning; `None`:
     /// its manifest does not verify, removed after the first snapshot written).
     pub existing: Vec<(u64, Option<Vec<ChunkInfo>>)>,
+    /// Whether this start's sweep of older snapshots and orphan chunks ran (once, after
+    /// the first snapshot written).
+    pub swept: bool,
 }
 
 impl Writer {
@@ -337,6 +416,20 @@ impl Writer {
             let (old, chunks) = self.existing.remove(0);
             self.store.remove(old, &chunks.unwrap_or_default())?;
         }
+        if !self.swept {
+            // Once per start, off the restore path: whatever a previous incarnation left
+            // (the chunks of a write cut short, snapshots it had not pruned yet).
+            self.swept = true;
+            let keep: Vec<u64> = self.existing.iter().map(|(m, _)| *m).collect();
+            let started = Instant::now();
+            let removed = self.store.sweep(&keep)?;
+            tracing::info!(
+                store = %self.store.describe(),
+                removed,
+                sweep_ms = started.elapsed().as_millis() as u64,
+                "older snapshots and unfinished writes swept"
+            );
+        }
         Ok(())
     }
 }
@@ -370,54 +463,6 @@ pub fn existing(store: &mut dyn Store, markers: &[u64]) -> Vec<(u64, Option<Vec<
         .collect();
     out.sort_by_key(|(marker, _)| *marker);
     out
-}
-
-/// The snapshot a start restores (if any), the store, and what it holds (see
-/// [`existing`]).
-pub(crate) type Restored = (
-    Option<Loaded>,
-    Box<dyn Store>,
-    Vec<(u64, Option<Vec<ChunkInfo>>)>,
-);
-
-/// At start, with snapshots on: the newest usable snapshot of the configured store (one
-/// not newer than what the progress topic committed), and the store with what it holds.
-pub(crate) fn restore(
-    config: &crate::PipelineConfig,
-    topics: &crate::config::TopicNames,
-    bindings: &crate::clock::Bindings,
-    metrics: &Metrics,
-) -> Result<Restored, crate::PipelineError> {
-    let mut store = open_store(&config.snapshot, &config.kafka, &topics.snapshots);
-    let accept = |manifest: &Manifest| {
-        if bindings
-            .last_epoch()
-            .is_none_or(|last| manifest.epoch > last)
-        {
-            return Err(format!(
-                "its epoch {} is after the last committed one ({:?}): not this job's progress",
-                manifest.epoch,
-                bindings.last_epoch()
-            ));
-        }
-        for (topic, partition, offset) in &manifest.offsets {
-            let upper = bindings.upper(*topic, *partition);
-            if *offset > upper {
-                return Err(format!(
-                    "its offset {offset} of input {topic}/{partition} is beyond the committed {upper}"
-                ));
-            }
-        }
-        Ok(())
-    };
-    let (loaded, markers) = load_newest(store.as_mut(), metrics, accept).map_err(|source| {
-        crate::PipelineError::Snapshot {
-            store: store.describe(),
-            source: Box::new(source),
-        }
-    })?;
-    let existing = existing(store.as_mut(), &markers);
-    Ok((loaded, store, existing))
 }
 
 #[cfg(test)]

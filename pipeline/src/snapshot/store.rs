@@ -12,20 +12,23 @@
 //! snapshot must outlive any retention, and compaction keeps exactly the live records
 //! of the snapshots not yet removed. It has one partition, so that the manifest is
 //! after its chunks in the log.
+//!
+//! A start reads the topic **from its end backwards** ([`KafkaStore`]): the newest
+//! snapshots and their chunks are the last records written (then only the tombstones of
+//! the ones they replaced), so a restore reads about one snapshot's bytes however many
+//! snapshots were written before it and whether or not compaction has dropped them yet
+//! (it only runs on closed segments). The writer thread, once per start, reads the whole
+//! topic off the restore path and tombstones whatever older snapshot is left, including
+//! the chunks of a write that was cut short before its manifest ([`Store::sweep`]).
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
-
-use eventbus::KafkaSettings;
-use eventbus::client::{self, ProducerOptions, ReaderOptions};
-use eventbus::kafka::{
-    Consumer, FutureProducer, FutureRecord, KafkaError, Message, Offset, TopicPartitionList,
-};
 
 use super::format::{Chunk, ChunkInfo};
 use crate::error::SnapshotError;
-use crate::kafka;
+
+mod kafka;
+
+pub use kafka::KafkaStore;
 
 /// A snapshot store (blocking calls: the writer thread and start-up use it).
 pub trait Store: Send {
@@ -44,6 +47,15 @@ pub trait Store: Send {
     fn chunk(&mut self, marker: u64, info: &ChunkInfo) -> Result<Option<Vec<u8>>, SnapshotError>;
     /// Removes snapshot `marker`: its manifest, then the listed chunks.
     fn remove(&mut self, marker: u64, chunks: &[ChunkInfo]) -> Result<(), SnapshotError>;
+    /// Like [`Store::markers`], but certainly every snapshot of the store ([`Store::markers`]
+    /// may look only at the newest few, which is all a start normally needs).
+    fn all_markers(&mut self) -> Result<Vec<u64>, SnapshotError> {
+        self.markers()
+    }
+    /// Removes every record of every snapshot, complete or not (the chunks of a write
+    /// that never got its manifest), that is older than the newest of `keep` and not in
+    /// `keep`. Returns how many snapshots it removed.
+    fn sweep(&mut self, keep: &[u64]) -> Result<usize, SnapshotError>;
     /// Where it is, for messages.
     fn describe(&self) -> String;
 }
@@ -142,227 +154,71 @@ impl Store for DirStore {
         }
     }
 
+    fn sweep(&mut self, keep: &[u64]) -> Result<usize, SnapshotError> {
+        let Some(newest) = keep.iter().max().copied() else {
+            return Ok(0);
+        };
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(io(&self.dir)(e)),
+        };
+        let mut removed = 0;
+        for entry in entries {
+            let entry = entry.map_err(io(&self.dir))?;
+            let Some(marker) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            if marker < newest && !keep.contains(&marker) {
+                self.remove(marker, &[])?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     fn describe(&self) -> String {
         self.dir.display().to_string()
     }
 }
 
-/// Snapshots in a compacted topic (module docs). Reads load the whole topic once and
-/// keep its live records in memory until the next write or removal.
-pub struct KafkaStore {
-    kafka: KafkaSettings,
-    topic: String,
-    producer: Option<FutureProducer>,
-    runtime: Option<tokio::runtime::Runtime>,
-    /// Key → value of the live records, after a read.
-    cache: Option<BTreeMap<String, Vec<u8>>>,
-    timeout: Duration,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl std::fmt::Debug for KafkaStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KafkaStore")
-            .field("topic", &self.topic)
-            .finish_non_exhaustive()
-    }
-}
-
-fn kafka_error(operation: impl Into<String>) -> impl FnOnce(KafkaError) -> SnapshotError {
-    let operation = operation.into();
-    move |source| SnapshotError::Kafka { operation, source }
-}
-
-fn manifest_key(marker: u64) -> String {
-    format!("snapshot/{marker:020}/manifest")
-}
-
-fn chunk_key(marker: u64, shard: u32, index: u32) -> String {
-    format!("snapshot/{marker:020}/chunk/{shard}/{index}")
-}
-
-impl KafkaStore {
-    /// A store on `topic`; clients are created when first needed.
-    pub fn new(kafka: &KafkaSettings, topic: &str) -> Self {
-        KafkaStore {
-            kafka: kafka.clone(),
-            topic: topic.to_owned(),
-            producer: None,
-            runtime: None,
-            cache: None,
-            timeout: Duration::from_secs(60),
+    #[test]
+    fn a_directory_sweep_removes_older_unfinished_and_unkept_snapshots() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = DirStore::new(dir.path());
+        let chunk = |marker: u64| Chunk {
+            info: ChunkInfo {
+                shard: 0,
+                index: 0,
+                len: 1,
+                sha256: [0; 32],
+            },
+            bytes: vec![u8::try_from(marker % 256).unwrap()],
+        };
+        for marker in [10, 20, 30] {
+            store.write(marker, &[chunk(marker)], b"m").unwrap();
         }
-    }
-
-    fn runtime(&mut self) -> Result<&tokio::runtime::Runtime, SnapshotError> {
-        if self.runtime.is_none() {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(io(Path::new("snapshot runtime")))?;
-            self.runtime = Some(runtime);
+        // An unfinished write (chunks, no manifest), older and newer than the kept ones.
+        for marker in [15, 40] {
+            let d = dir.path().join(format!("{marker:020}"));
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("0-0.chunk"), b"x").unwrap();
         }
-        Ok(self.runtime.as_ref().expect("just set"))
-    }
-
-    /// Sends records and waits for every acknowledgement.
-    fn send_all(&mut self, records: Vec<(String, Option<&[u8]>)>) -> Result<(), SnapshotError> {
-        if self.producer.is_none() {
-            let options = ProducerOptions {
-                tuning: client::tuning([
-                    // Chunks are up to `snapshot.chunk_bytes` (512 KiB by default); the
-                    // librdkafka default (1 MB) leaves room for the key and headers.
-                    ("compression.type", "lz4".to_owned()),
-                ]),
-            };
-            let producer = client::producer(
-                &self.kafka,
-                &options,
-                kafka::context(&self.kafka, "snapshots"),
-            )
-            .map_err(|e| SnapshotError::Bus(Box::new(e)))?;
-            self.producer = Some(producer);
-        }
-        let producer = self.producer.clone().expect("just set");
-        let topic = self.topic.clone();
-        let timeout = self.timeout;
-        self.runtime()?.block_on(async move {
-            let sends = records.iter().map(|(key, value)| {
-                let mut record = FutureRecord::<String, [u8]>::to(&topic)
-                    .key(key)
-                    .partition(0);
-                if let Some(value) = value {
-                    record = record.payload(value);
-                }
-                producer.send(record, timeout)
-            });
-            for result in futures::future::join_all(sends).await {
-                result.map_err(|(e, _)| kafka_error(format!("write {topic}"))(e))?;
-            }
-            Ok(())
-        })
-    }
-
-    /// Every live record of the topic (compacted: tombstones remove keys).
-    fn load(&mut self) -> Result<&BTreeMap<String, Vec<u8>>, SnapshotError> {
-        if self.cache.is_none() {
-            let options = ReaderOptions {
-                read_committed: false,
-                partition_eof: true,
-                // Only a label, never joined or committed; prefixed with the client id
-                // (the service name), which the ACLs grant the job's principal.
-                group_id: Some(format!("{}-snapshot-reader", self.kafka.client_id)),
-                statistics: false,
-                tuning: client::Tuning::new(),
-            };
-            let consumer = client::reader(
-                &self.kafka,
-                &options,
-                kafka::context(&self.kafka, "snapshot-reader"),
-            )
-            .map_err(|e| SnapshotError::Bus(Box::new(e)))?;
-            let partitions =
-                client::partition_count(&consumer, &self.topic, Duration::from_secs(10))
-                    .map_err(|e| SnapshotError::Bus(Box::new(e)))?;
-            let mut tpl = TopicPartitionList::new();
-            for partition in 0..partitions {
-                tpl.add_partition_offset(&self.topic, partition, Offset::Beginning)
-                    .map_err(kafka_error("assign snapshots"))?;
-            }
-            consumer
-                .assign(&tpl)
-                .map_err(kafka_error("assign snapshots"))?;
-            let mut records = BTreeMap::new();
-            let mut open: BTreeSet<i32> = (0..partitions).collect();
-            let deadline = Instant::now() + self.timeout;
-            while !open.is_empty() {
-                if Instant::now() > deadline {
-                    return Err(SnapshotError::Corrupt(format!(
-                        "{} not read to its end within {:?}",
-                        self.topic, self.timeout
-                    )));
-                }
-                match consumer.poll(Duration::from_millis(200)) {
-                    None => {}
-                    Some(Err(KafkaError::PartitionEOF(p))) => {
-                        open.remove(&p);
-                    }
-                    Some(Err(e)) => return Err(kafka_error(format!("read {}", self.topic))(e)),
-                    Some(Ok(message)) => {
-                        let Some(key) = message.key().and_then(|k| std::str::from_utf8(k).ok())
-                        else {
-                            continue;
-                        };
-                        match message.payload() {
-                            Some(value) => records.insert(key.to_owned(), value.to_vec()),
-                            None => records.remove(key),
-                        };
-                    }
-                }
-            }
-            self.cache = Some(records);
-        }
-        Ok(self.cache.as_ref().expect("just set"))
-    }
-}
-
-impl Store for KafkaStore {
-    fn write(
-        &mut self,
-        marker: u64,
-        chunks: &[Chunk],
-        manifest: &[u8],
-    ) -> Result<(), SnapshotError> {
-        self.cache = None;
-        let records = chunks
-            .iter()
-            .map(|c| {
-                (
-                    chunk_key(marker, c.info.shard, c.info.index),
-                    Some(c.bytes.as_slice()),
-                )
-            })
-            .collect();
-        self.send_all(records)?;
-        self.send_all(vec![(manifest_key(marker), Some(manifest))])
-    }
-
-    fn markers(&mut self) -> Result<Vec<u64>, SnapshotError> {
-        let mut markers: Vec<u64> = self
-            .load()?
-            .keys()
-            .filter_map(|key| {
-                let rest = key.strip_prefix("snapshot/")?.strip_suffix("/manifest")?;
-                rest.parse().ok()
-            })
-            .collect();
-        markers.sort_unstable_by(|a, b| b.cmp(a));
-        Ok(markers)
-    }
-
-    fn manifest(&mut self, marker: u64) -> Result<Option<Vec<u8>>, SnapshotError> {
-        Ok(self.load()?.get(&manifest_key(marker)).cloned())
-    }
-
-    fn chunk(&mut self, marker: u64, info: &ChunkInfo) -> Result<Option<Vec<u8>>, SnapshotError> {
-        Ok(self
-            .load()?
-            .get(&chunk_key(marker, info.shard, info.index))
-            .cloned())
-    }
-
-    fn remove(&mut self, marker: u64, chunks: &[ChunkInfo]) -> Result<(), SnapshotError> {
-        self.cache = None;
-        // The manifest first: a half-removed snapshot is then an unfinished one.
-        self.send_all(vec![(manifest_key(marker), None)])?;
-        self.send_all(
-            chunks
-                .iter()
-                .map(|c| (chunk_key(marker, c.shard, c.index), None))
-                .collect(),
-        )
-    }
-
-    fn describe(&self) -> String {
-        format!("topic {}", self.topic)
+        assert_eq!(store.markers().unwrap(), vec![30, 20, 10]);
+        assert_eq!(store.sweep(&[20, 30]).unwrap(), 2, "10 and the torn 15");
+        assert_eq!(store.markers().unwrap(), vec![30, 20]);
+        assert!(!dir.path().join(format!("{:020}", 15)).exists());
+        assert!(
+            dir.path().join(format!("{:020}", 40)).exists(),
+            "newer than every kept snapshot: maybe being written"
+        );
     }
 }

@@ -10,6 +10,9 @@
 //!  KafkaSource ◀──────────────────────── committed frontier (throttling) ◀──────────────────────┘
 //! ```
 //!
+//! - The **events** reach the logic through `CompactState` (`snapshot::state`): each
+//!   order's compacted history instead of every record, so that the fold's state follows
+//!   live orders, not history; the same operator keeps what snapshots write.
 //! - The **announcement** path makes an idle worker move its clock past an epoch that
 //!   another worker filled (see [`crate::source`]), without any periodic tick.
 //! - The **committed frontier** (the probe on the sink's output) is how every source,
@@ -53,7 +56,10 @@ pub(crate) fn build<'scope>(
     let last_epoch = source.last_epoch;
     let metrics = source.metrics.clone();
     let streams = kafka_source(scope, source);
-    let (orders, stock) = logic::views(&streams.events);
+    // The logic folds each order's compacted history, so its state follows live orders,
+    // not every event ever read (see `snapshot::state`).
+    let (events, parts) = snapshot::state::compact(&streams.events, streams.markers.clone());
+    let (orders, stock) = logic::views(&events);
 
     let waker = scope.activator_for(Rc::clone(&streams.address));
     streams
@@ -83,7 +89,6 @@ pub(crate) fn build<'scope>(
         .clone()
         .map(|marker| (marker, SinkItem::Mark));
     if let Some(writer) = snapshots {
-        let parts = snapshot::state::snapshot_parts(&streams.events, streams.markers);
         snapshot::state::collect_parts(parts, writer, metrics.clone());
     }
     let items = streams

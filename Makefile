@@ -13,6 +13,9 @@
 #   make lint    cargo fmt --check and clippy -D warnings
 #   make demo    a realistic stream of orders against `make up`, the inventory view live
 #   make bench   pipeline vs Kafka's floor (BENCH_MODE=full|short, BENCH_OUT=dir; benches/README.md)
+#   make bench-recovery  the pipeline's recovery after kill -9 at 100k, 1M and 5M events of
+#                history, with and without snapshots, and its RSS (RECOVERY_MODE=full|short,
+#                RECOVERY_ARGS=..., RECOVERY_OUT=dir; benches/README.md)
 #   make test-monitoring      promtool: the generated Prometheus config and the alert rules'
 #                unit tests, the dashboards generate (offline; `make test` runs it first)
 #   make test-k8s  deploy/strimzi (each environment), the Helm chart, the Dockerfile and
@@ -47,7 +50,7 @@ export REGISTRY_URL ?= http://127.0.0.1:8081
 # Tests, benchmarks and the demo connect as the super user admin (they create and delete
 # their own topics, groups and transactional ids).
 ADMIN_CLIENT_CONFIG := $(CURDIR)/.run/secrets/admin.conf
-test bench demo: export KAFKA_CLIENT_CONFIG ?= $(ADMIN_CLIENT_CONFIG)
+test bench bench-recovery demo: export KAFKA_CLIENT_CONFIG ?= $(ADMIN_CLIENT_CONFIG)
 
 # One build profile for `make up`, `make demo`, `make test` and the operator tool: the dev
 # profile, so a newcomer's first `make up` compiles in minutes and the tests reuse it (the
@@ -58,7 +61,7 @@ PROFILE ?= $(or $(shell cat .run/profile 2>/dev/null),dev)
 export CARGO_PROFILE ?= $(PROFILE)
 PROFILE_DIR := $(if $(filter dev,$(CARGO_PROFILE)),debug,$(CARGO_PROFILE))
 
-.PHONY: up down status clean acls test test-unit lint fmt schemas bench demo \
+.PHONY: up down status clean acls test test-unit lint fmt schemas bench bench-recovery demo \
 	test-monitoring test-k8s check-observability logs fuzz fuzz-api chaos
 
 up:
@@ -105,6 +108,15 @@ bench:
 	@PLATFORM_ONLY=1 $(PLATFORM) up
 	cargo build --release -p ingress -p payment -p pipeline -p benches
 	$${CARGO_TARGET_DIR:-target}/release/pipeline-bench --mode $(or $(BENCH_MODE),full) --out $(or $(BENCH_OUT),target/bench)
+
+# Release build of the job and the benchmark; the cluster and registry (`make up`'s
+# platform part) must run. Writes recovery.md and recovery.json into RECOVERY_OUT.
+bench-recovery: export CARGO_PROFILE = release
+bench-recovery:
+	@PLATFORM_ONLY=1 $(PLATFORM) up
+	cargo build --release -p pipeline -p benches --bin pipeline --bin recovery-bench
+	$${CARGO_TARGET_DIR:-target}/release/recovery-bench --mode $(or $(RECOVERY_MODE),full) \
+		--out $(or $(RECOVERY_OUT),target/bench-recovery) $(RECOVERY_ARGS)
 
 # Needs `make up`. Sends orders over REST and gRPC (some declined, changed, cancelled)
 # and restocks, and redraws the pipeline's inventory view in place.

@@ -206,7 +206,8 @@ impl KafkaStore {
 
     /// The records of `[from, until)` in log order (key, value; `None`: a tombstone),
     /// with a reader of its own (no end-of-partition event of another read can end it).
-    fn read_range(&self, from: i64, until: i64) -> Result<Records, SnapshotError> {
+    /// With `keys_only`, values are left empty (a sweep needs only which keys live).
+    fn read_range(&self, from: i64, until: i64, keys_only: bool) -> Result<Records, SnapshotError> {
         let mut records = Vec::new();
         if from >= until {
             return Ok(records);
@@ -237,7 +238,10 @@ impl KafkaStore {
                     let Some(key) = message.key().and_then(|k| std::str::from_utf8(k).ok()) else {
                         continue;
                     };
-                    records.push((key.to_owned(), message.payload().map(<[u8]>::to_vec)));
+                    let value = message
+                        .payload()
+                        .map(|v| if keys_only { Vec::new() } else { v.to_vec() });
+                    records.push((key.to_owned(), value));
                     if message.offset() + 1 >= until {
                         break;
                     }
@@ -277,7 +281,7 @@ impl KafkaStore {
         let start = from
             .saturating_sub((high - from).max(TAIL_WINDOW / 4) * 3)
             .max(low);
-        let records = self.read_range(start, from)?;
+        let records = self.read_range(start, from, false)?;
         self.window()?.prepend(start, records);
         Ok(true)
     }
@@ -365,7 +369,7 @@ impl Store for KafkaStore {
             (w.low, w.high)
         };
         let mut live: BTreeSet<String> = BTreeSet::new();
-        for (key, value) in self.read_range(low, high)? {
+        for (key, value) in self.read_range(low, high, true)? {
             if value.is_some() {
                 live.insert(key);
             } else {

@@ -89,6 +89,81 @@ pub struct Level {
     pub version: i64,
 }
 
+/// A REST call answered with a status other than the expected one.
+#[derive(Debug)]
+pub struct StatusError {
+    /// The call (`POST /v1/orders`).
+    pub what: &'static str,
+    /// The status.
+    pub status: reqwest::StatusCode,
+    /// The body (a problem document).
+    pub body: String,
+}
+
+impl std::fmt::Display for StatusError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}: {}", self.what, self.status, self.body)
+    }
+}
+
+impl std::error::Error for StatusError {}
+
+/// How a failed call should be treated by a client that retries the way a real one does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// 503 / UNAVAILABLE: the service could not get the write acknowledged in time, or
+    /// writes are refused (too few in-sync replicas). Retry later with the same key.
+    Unavailable,
+    /// 409 / ABORTED: the first request with this key is still in flight. Retry later
+    /// with the same key (the answer will be the first request's).
+    InProgress,
+    /// The service could not be reached (refused connection, reset, timeout): retry.
+    Unreachable,
+    /// Anything else (a 4xx, a 5xx other than 503): retrying the same request is useless.
+    Final,
+}
+
+impl Refusal {
+    /// Classifies a client error.
+    pub fn of(error: &anyhow::Error) -> Refusal {
+        if let Some(e) = error.downcast_ref::<StatusError>() {
+            return match e.status.as_u16() {
+                503 => Refusal::Unavailable,
+                409 => Refusal::InProgress,
+                _ => Refusal::Final,
+            };
+        }
+        if let Some(status) = error.downcast_ref::<tonic::Status>() {
+            // tonic reports a refused connect as UNAVAILABLE and a connection reset under
+            // a call as UNKNOWN, both with the transport error as the source.
+            let transport = std::error::Error::source(status)
+                .is_some_and(|s| s.is::<tonic::transport::Error>())
+                || status.message().contains("transport error")
+                || status.message().contains("connect error");
+            return match status.code() {
+                tonic::Code::Unavailable | tonic::Code::Unknown if transport => {
+                    Refusal::Unreachable
+                }
+                tonic::Code::Unavailable => Refusal::Unavailable,
+                tonic::Code::Aborted => Refusal::InProgress,
+                tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => Refusal::Unreachable,
+                _ => Refusal::Final,
+            };
+        }
+        if let Some(e) = error.downcast_ref::<reqwest::Error>()
+            && (e.is_connect() || e.is_timeout() || e.is_request())
+        {
+            return Refusal::Unreachable;
+        }
+        Refusal::Final
+    }
+
+    /// Whether a real client retries the same request (same idempotency key).
+    pub fn is_retryable(self) -> bool {
+        self != Refusal::Final
+    }
+}
+
 /// The client.
 #[derive(Clone)]
 pub struct Client {
@@ -148,10 +223,12 @@ impl Client {
                     .await?;
                 let status = resp.status();
                 if status != 201 {
-                    bail!(
-                        "POST /v1/orders: {status}: {}",
-                        resp.text().await.unwrap_or_default()
-                    );
+                    return Err(StatusError {
+                        what: "POST /v1/orders",
+                        status,
+                        body: resp.text().await.unwrap_or_default(),
+                    }
+                    .into());
                 }
                 let a: OrderAnswer = resp.json().await?;
                 Ok(Created {

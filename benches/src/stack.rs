@@ -40,8 +40,13 @@ pub struct Stack {
     log_dir: PathBuf,
     rules: GatewayRules,
     children: BTreeMap<&'static str, Child>,
+    /// How each service was started, to start it again.
+    specs: BTreeMap<&'static str, Spec>,
     topics: Vec<String>,
 }
+
+/// How a service was started: its extra environment and its arguments.
+type Spec = (Vec<(String, String)>, Vec<String>);
 
 /// What [`Stack::start_with`] changes from [`Stack::start`].
 #[derive(Debug, Clone, Default)]
@@ -133,6 +138,7 @@ impl Stack {
             log_dir,
             rules,
             children: BTreeMap::new(),
+            specs: BTreeMap::new(),
             topics,
         };
         let p = stack.prefix.clone();
@@ -238,6 +244,33 @@ impl Stack {
         )
     }
 
+    /// Starts service `name` again as it was started first (after it was killed, say);
+    /// a process still running under that name is killed first.
+    pub fn restart(&mut self, name: &str) -> anyhow::Result<()> {
+        let Some((&name, (env, args))) = self.specs.get_key_value(name) else {
+            bail!("{name} was never started in this stack");
+        };
+        let (env, args) = (env.clone(), args.clone());
+        if let Some(mut child) = self.children.remove(name) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let env: Vec<(&str, String)> = env.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.spawn(name, &env, &args)
+    }
+
+    /// Waits until service `name` answers `/readyz`.
+    pub async fn wait_service_ready(&mut self, name: &str) -> anyhow::Result<()> {
+        let url = match name {
+            "pipeline" => format!("{}/readyz", self.endpoints.views_rest),
+            "payment" => format!("{}/readyz", self.payment_url),
+            "ingress" => format!("{}/readyz", self.endpoints.ingress_rest),
+            other => bail!("no service {other}"),
+        };
+        self.wait_ready(name, &url, Duration::from_secs(120)).await
+    }
+
     /// Waits until the payment service is ready again.
     pub async fn wait_payment_ready(&mut self) -> anyhow::Result<()> {
         let url = format!("{}/readyz", self.payment_url);
@@ -306,6 +339,15 @@ impl Stack {
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;
         self.children.insert(name, child);
+        self.specs.insert(
+            name,
+            (
+                env.iter()
+                    .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                    .collect(),
+                args.iter().map(|a| (*a).to_owned()).collect(),
+            ),
+        );
         Ok(())
     }
 

@@ -10,13 +10,23 @@
 //! Prints progress on stderr each second and a summary (achieved rate, errors, latency
 //! due → answer: p50, p95, p99, max, per API) at the end. For the latency all the way to
 //! `stock.updated`, use `pipeline-bench`.
+//!
+//! Like a real client, a request refused with 503 / UNAVAILABLE (Kafka did not
+//! acknowledge in time, or writes are refused), 409 / ABORTED (the first request with the
+//! key is still in flight) or not answered at all (service down) is sent again with the
+//! **same Idempotency-Key**, after 0.5 s doubling up to 4 s, for at most `--retry-for`
+//! seconds (0: never). Latency still counts from the first attempt's due time.
+//! `--accepted FILE` writes one JSON line per accepted order (id, customer, lines) and
+//! per restock, for `chaos-check` to compare the topics and views with.
 
+use std::io::Write as _;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use benches::client::{Api, Client, Endpoints};
+use benches::client::{Api, Client, Endpoints, Refusal};
 use benches::load::{Counters, OrderMix, Pace, Skus, open_loop, pool_sku};
 use benches::scenario::GatewayRules;
 use benches::stats::Summary;
@@ -66,6 +76,62 @@ struct Args {
     /// Also write the summary as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Retry refused or unanswered orders (same key) for up to this many seconds; 0: never.
+    #[arg(long, default_value_t = 20)]
+    retry_for: u64,
+    /// Write every accepted order and restock here, one JSON line each.
+    #[arg(long)]
+    accepted: Option<PathBuf>,
+}
+
+/// loadgen's `--accepted` file, shared by the request tasks.
+type AcceptedLog = Arc<Mutex<std::io::BufWriter<std::fs::File>>>;
+
+/// Retries and refusals over the run (the [`Counters`] count requests, not attempts).
+#[derive(Default)]
+struct Attempts {
+    /// Attempts sent again after a refusal or no answer.
+    retried: AtomicU64,
+    /// Answers 503 / UNAVAILABLE (every attempt).
+    unavailable: AtomicU64,
+    /// Answers 409 / ABORTED (every attempt).
+    in_progress: AtomicU64,
+    /// Attempts that reached no service.
+    unreachable: AtomicU64,
+}
+
+/// Creates `order`, retrying as a real client does (see the module docs).
+async fn create_with_retries(
+    client: &Client,
+    order: &benches::load::OrderRequest,
+    retry_for: Duration,
+    attempts: &Attempts,
+) -> anyhow::Result<benches::client::Created> {
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(500);
+    loop {
+        let result = client
+            .create_order(order.api, &order.key, &order.customer, "EUR", &order.lines)
+            .await;
+        let error = match result {
+            Ok(created) => return Ok(created),
+            Err(e) => e,
+        };
+        let refusal = Refusal::of(&error);
+        let counter = match refusal {
+            Refusal::Unavailable => &attempts.unavailable,
+            Refusal::InProgress => &attempts.in_progress,
+            Refusal::Unreachable => &attempts.unreachable,
+            Refusal::Final => return Err(error),
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        if started.elapsed() + pause > retry_for {
+            return Err(error);
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(4));
+        attempts.retried.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -94,24 +160,50 @@ async fn main() -> anyhow::Result<()> {
         declined_customers: GatewayRules::default().declined_customers,
     });
 
+    let accepted: Option<AcceptedLog> = match &args.accepted {
+        Some(path) => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)?;
+            }
+            Some(Arc::new(Mutex::new(std::io::BufWriter::new(
+                std::fs::File::create(path)?,
+            ))))
+        }
+        None => None,
+    };
+    let record = |line: serde_json::Value| {
+        if let Some(file) = &accepted {
+            let mut file = file
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            // A lost line only weakens the check; the run goes on.
+            let _ = writeln!(file, "{line}");
+        }
+    };
     if args.restock != 0 && !args.unique_skus {
         eprintln!(
             "restocking {} SKUs with {} units ...",
             args.skus, args.restock
         );
-        let failed = futures::stream::iter(0..args.skus)
+        let results = futures::stream::iter(0..args.skus)
             .map(|i| {
                 let (client, key) = (client.clone(), format!("loadgen-{run}-restock-{i}"));
                 async move {
-                    client
+                    let r = client
                         .adjust(Api::Rest, &key, &pool_sku(i), args.restock, "restock")
-                        .await
+                        .await;
+                    (i, r)
                 }
             })
             .buffer_unordered(16)
-            .filter(|r| futures::future::ready(r.is_err()))
-            .count()
+            .collect::<Vec<_>>()
             .await;
+        for (i, r) in &results {
+            if r.is_ok() {
+                record(json!({"restock": pool_sku(*i), "delta": args.restock}));
+            }
+        }
+        let failed = results.iter().filter(|(_, r)| r.is_err()).count();
         if failed > 0 {
             bail!(
                 "{failed} restocks failed: is ingress running at {}?",
@@ -135,8 +227,10 @@ async fn main() -> anyhow::Result<()> {
         args.ingress_grpc
     );
     let counters = Arc::new(Counters::default());
+    let attempts = Arc::new(Attempts::default());
     let progress = {
         let counters = counters.clone();
+        let attempts = attempts.clone();
         let limit = args.duration + 40;
         tokio::spawn(async move {
             let start = Instant::now();
@@ -145,24 +239,52 @@ async fn main() -> anyhow::Result<()> {
                 let (sent, ok, failed, skipped) = counters.snapshot();
                 let t = start.elapsed().as_secs_f64().min(args.duration as f64);
                 eprintln!(
-                    "{:>5.1} s  sent {sent}  ok {ok} ({:.1}/s)  failed {failed}  skipped {skipped}",
+                    "{:>5.1} s  sent {sent}  ok {ok} ({:.1}/s)  failed {failed}  skipped {skipped}  retried {}  unavailable {}  in_progress {}  unreachable {}",
                     start.elapsed().as_secs_f64(),
-                    ok as f64 / t.max(1e-3)
+                    ok as f64 / t.max(1e-3),
+                    attempts.retried.load(Ordering::Relaxed),
+                    attempts.unavailable.load(Ordering::Relaxed),
+                    attempts.in_progress.load(Ordering::Relaxed),
+                    attempts.unreachable.load(Ordering::Relaxed),
                 );
             }
         })
     };
-    let sender = (client.clone(), mix.clone());
+    let sender = (
+        client.clone(),
+        mix.clone(),
+        attempts.clone(),
+        accepted.clone(),
+    );
+    let retry_for = Duration::from_secs(args.retry_for);
     let result = open_loop(&pace, &counters, 0, move |i| {
-        let (client, order) = (sender.0.clone(), sender.1.order(i));
+        let (client, order, attempts, accepted) = (
+            sender.0.clone(),
+            sender.1.order(i),
+            sender.2.clone(),
+            sender.3.clone(),
+        );
         async move {
-            client
-                .create_order(order.api, &order.key, &order.customer, "EUR", &order.lines)
-                .await
-                .map(|_| order.api)
+            let created = create_with_retries(&client, &order, retry_for, &attempts).await?;
+            if let Some(file) = accepted {
+                let lines: Vec<_> = order
+                    .lines
+                    .iter()
+                    .map(|l| json!({"sku": l.sku, "quantity": l.quantity}))
+                    .collect();
+                let line = json!({"order_id": created.order_id, "customer": order.customer, "lines": lines});
+                let mut file = file.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let _ = writeln!(file, "{line}");
+            }
+            anyhow::Ok(order.api)
         }
     })
     .await;
+    if let Some(file) = &accepted {
+        file.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .flush()?;
+    }
     progress.abort();
 
     let by_api = |api: Api| {
@@ -188,6 +310,10 @@ async fn main() -> anyhow::Result<()> {
         "rest": by_api(Api::Rest),
         "grpc": by_api(Api::Grpc),
         "errors": result.error_samples(5),
+        "retried": attempts.retried.load(Ordering::Relaxed),
+        "unavailable_answers": attempts.unavailable.load(Ordering::Relaxed),
+        "in_progress_answers": attempts.in_progress.load(Ordering::Relaxed),
+        "unreachable_attempts": attempts.unreachable.load(Ordering::Relaxed),
         "mix": {
             "grpc_share": args.grpc_share,
             "skus": if args.unique_skus { json!("unique") } else { json!(args.skus) },

@@ -31,8 +31,9 @@
 #   make fuzz-api  schemathesis (every check and phase) against ingress's and the views
 #                API's OpenAPI documents, on services it starts (needs the cluster up)
 #   make chaos   faults under load on a second cluster of its own (brokers 127.0.0.2-4,
-#                target/chaos/run), then the exactly-once checks (CHAOS=quick|full;
-#                CHAOS_FAULT=broker-kill|broker-stop; deploy/chaos/run.sh)
+#                target/chaos/run), then the exactly-once checks (CHAOS=quick|full|ci;
+#                CHAOS_FAULTS="broker-kill broker-stop controller-kill two-brokers
+#                payment-kill ingress-kill registry-stop"; deploy/chaos/run.sh)
 #
 # `make up` also starts the monitoring stack (deploy/local/observability.sh): Prometheus
 # :9090, dashboards (VictoriaMetrics) :8428/vmui, logs (VictoriaLogs) :9428/select/vmui.
@@ -169,7 +170,9 @@ fuzz-api: export KAFKA_CLIENT_CONFIG ?= $(ADMIN_CLIENT_CONFIG)
 fuzz-api:
 	@fuzz/api/run.sh
 
-# A cluster of its own (never the shared one), a stack on it, loadgen, the fault, the heal,
-# benches' chaos-check. CHAOS_KEEP=1 leaves the chaos cluster up for the next run.
+# A cluster of its own (never the shared one); per fault a stack on it, loadgen (retrying
+# 503s with the same key), the fault, the heal, benches' chaos-check (0 lost, 0 doubled,
+# views = reference); the table in target/chaos/report/table.md. CHAOS_KEEP=1 leaves the
+# chaos cluster up for the next run.
 chaos:
 	@deploy/chaos/run.sh

@@ -7,7 +7,7 @@
 //!   the newest one and replays fewer records than a full replay (3 workers, snapshots
 //!   off), with the same views (versions included) as the full replay and the model; a
 //!   corrupt newer snapshot is skipped (metric) for the previous one at 3 workers while
-//!   new input arrives; 2 processes x 1 worker restore it too; the exactly-once audit
+//!   new input arrives, and the chunks of an older write without a manifest are swept; 2 processes x 1 worker restore it too; the exactly-once audit
 //!   passes over every incarnation; input
 //!   older than the snapshot deleted (retention) → the job still recovers the model.
 //! - `killed_repeatedly_with_snapshots_is_exactly_once`: the binary with snapshots on is
@@ -23,9 +23,13 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
+use pipeline::snapshot::format::{ChunkInfo, Entry, encode_chunks};
 use pipeline::snapshot::store::{KafkaStore, Store};
 use pipeline::{Metrics, PipelineError, Shutdown, Views};
 use support::*;
+
+/// The marker of the orphan chunks written in step 4 (older than any real snapshot).
+const ORPHAN_MARKER: u64 = 1_000;
 
 struct Running {
     shutdown: Shutdown,
@@ -171,14 +175,32 @@ async fn restore_in(env: &Env) -> Result<(), BoxError> {
     );
     stop(full).await?;
 
-    // 4. A corrupt newer snapshot is skipped; 3 workers; new input meanwhile.
+    // 4. A corrupt newer snapshot is skipped; 3 workers; new input meanwhile. And the
+    // chunks of an older write that never got its manifest (an orphan) are swept.
     let (kafka, topic) = (env.cluster.kafka.clone(), env.names.snapshots.clone());
-    tokio::task::spawn_blocking(move || {
-        KafkaStore::new(&kafka, &topic).write(
+    let orphan = tokio::task::spawn_blocking(move || -> Result<ChunkInfo, BoxError> {
+        let mut store = KafkaStore::new(&kafka, &topic);
+        store.write(
             u64::MAX / 2,
             &[],
             b"not a manifest at all, and longer than 32 bytes",
-        )
+        )?;
+        let chunks = encode_chunks(
+            &[Entry::Stock {
+                sku: "ORPHAN".into(),
+                adjusted: 1,
+                version: 1,
+            }],
+            1,
+            1_024,
+        )?;
+        // Written, then its manifest removed: chunks without a manifest, as a write cut
+        // short leaves them.
+        store.write(ORPHAN_MARKER, &chunks, b"manifest")?;
+        store.remove(ORPHAN_MARKER, &[])?;
+        let info = chunks[0].info.clone();
+        assert!(store.chunk(ORPHAN_MARKER, &info)?.is_some());
+        Ok(info)
     })
     .await??;
     let d = start(env, 3, true);
@@ -204,6 +226,27 @@ async fn restore_in(env: &Env) -> Result<(), BoxError> {
         d.metrics.snapshot_restored_entries.get() > 0,
         "the previous one was restored"
     );
+    // The writer sweeps once it has written its first snapshot.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (kafka, topic, info) = (
+            env.cluster.kafka.clone(),
+            env.names.snapshots.clone(),
+            orphan.clone(),
+        );
+        let left = tokio::task::spawn_blocking(move || {
+            KafkaStore::new(&kafka, &topic).chunk(ORPHAN_MARKER, &info)
+        })
+        .await??;
+        if left.is_none() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the orphan chunk was not swept in 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
     stop(d).await?;
 
     // 4b. Two processes x 1 worker (the binary, `-n 2`) restore the snapshot written

@@ -12,8 +12,11 @@
 //! `min.insync.replicas`). The publish runs under a deadline
 //! ([`crate::config::PublishConfig::deadline`]); when it passes, or Kafka reports a
 //! retriable error, the client gets [`CommandError::Unavailable`] (503 + `Retry-After` /
-//! UNAVAILABLE) and may retry with the same idempotency key: the retry publishes the same
-//! ids (see [`crate::idempotency`]). Errors that retrying cannot fix (a topic missing, a
+//! UNAVAILABLE) and may retry with the same idempotency key. A record that missed the
+//! deadline is still being sent by librdkafka: its key stays claimed until librdkafka
+//! reports its fate, so a retry meanwhile gets 409 / ABORTED (still in progress), and
+//! afterwards the first answer (written) or a new publish of the same ids (not written);
+//! see [`crate::idempotency`]. Errors that retrying cannot fix (a topic missing, a
 //! schema not registered) are [`CommandError::Internal`]: logged at ERROR with the cause,
 //! answered without it.
 //!
@@ -385,7 +388,7 @@ impl Commands {
 
     /// Publishes `event` to `topic` within the deadline; on success records the answer
     /// under the claimed key.
-    async fn publish<E: Event + Clone>(
+    async fn publish<E: Event + Clone + Send + Sync + 'static>(
         &self,
         event: E,
         topic: &str,
@@ -410,11 +413,45 @@ impl Commands {
             None => None,
         };
         let started = std::time::Instant::now();
-        let result = tokio::time::timeout(
-            self.publish.deadline,
-            self.producer.publish_with(&event, options),
-        )
-        .await;
+        // The publish runs on a task of its own, which also settles the key's claim once
+        // librdkafka reports the record's fate, so the claim outlives the deadline: a
+        // client told to retry (503) meets 409 while the first record may still be
+        // written, and the first answer afterwards, instead of publishing the event a
+        // second time. On an error the guard is dropped there and the key is free again.
+        let deadline = self.publish.deadline;
+        let producer = self.producer.clone();
+        let published = event.clone();
+        let mut publishing = tokio::spawn(async move {
+            let result = producer.publish_with(&published, options).await;
+            if let Ok(delivery) = &result {
+                if started.elapsed() > deadline {
+                    tracing::info!(
+                        event = E::TYPE,
+                        key = %published.key(),
+                        event_id = %published.event_id(),
+                        partition = delivery.partition,
+                        offset = delivery.offset,
+                        "accepted after the client was told to retry; a retry with the same key gets this answer"
+                    );
+                }
+                if let Some(guard) = guard {
+                    guard.complete(outcome(published));
+                }
+            }
+            result
+        });
+        let result = match tokio::time::timeout(deadline, &mut publishing).await {
+            Ok(Ok(published)) => Ok(published),
+            Ok(Err(panicked)) => {
+                return Err(CommandError::Unavailable {
+                    detail: "the event could not be written to Kafka; retry with the same idempotency key"
+                        .to_owned(),
+                    retry_after: self.retry_after(),
+                    cause: Some(Box::new(panicked)),
+                });
+            }
+            Err(elapsed) => Err(elapsed),
+        };
         let label = match &result {
             Ok(Ok(_)) => "ok",
             Ok(Err(_)) => "error",
@@ -441,9 +478,6 @@ impl Commands {
                     event_id = %event.event_id(),
                     "accepted"
                 );
-                if let Some(guard) = guard {
-                    guard.complete(outcome(event.clone()));
-                }
                 Ok(Answer {
                     event,
                     replayed: false,

@@ -41,10 +41,20 @@ pub const CONFIG_FILE_ENV: &str = "INGRESS_CONFIG";
 /// The service's name in logs (`service` in JSON lines) and Kafka's `client.id`.
 pub const SERVICE_NAME: &str = "order-service";
 
-/// librdkafka's `delivery.timeout.ms` for this service: the publish deadline (5 s), so
-/// that a record the client was told to retry is not still being sent half a minute later
-/// (eventbus's default is 30 s).
-pub const DEFAULT_DELIVERY_TIMEOUT_MS: u64 = 5_000;
+/// librdkafka's `delivery.timeout.ms` for this service: 30 s (eventbus's default), well
+/// above a leader failover (the controller notices a dead broker after its 9 s session
+/// timeout, then elects), and deliberately **not** the 5 s publish deadline.
+///
+/// When a record that may already be written times out, librdkafka's idempotent producer
+/// must bump its epoch, and every other record still unacknowledged (on any partition)
+/// is then sent again under the new epoch with new sequence numbers, which the broker
+/// cannot recognise as retries: the record is written twice (librdkafka#4953). With the
+/// earlier 5 s, every broker kill under load did that (`make chaos`: 32-59 `order.created`
+/// written twice per run, same `ce_id`, a few offsets apart). With 30 s, records wait for
+/// the new leader instead. The client still gets its 503 at the deadline; the record goes
+/// on and its idempotency key stays claimed until librdkafka decides
+/// ([`crate::commands`]), so a retry meets 409 and then the first answer.
+pub const DEFAULT_DELIVERY_TIMEOUT_MS: u64 = 30_000;
 
 /// Everything the Order Service can be configured with.
 ///
@@ -68,8 +78,8 @@ pub struct Config {
     /// The schema registry (eventbus).
     #[serde(skip_serializing)]
     pub registry: RegistryConfig,
-    /// The producer's choices (eventbus); `delivery_timeout_ms` should not exceed
-    /// [`PublishConfig::deadline`] by much, see there.
+    /// The producer's choices (eventbus); `delivery_timeout_ms` must stay above a leader
+    /// failover, see [`DEFAULT_DELIVERY_TIMEOUT_MS`].
     #[serde(skip_serializing)]
     pub producer: ProducerConfig,
     /// The topics the service writes (and reads back for idempotency).
@@ -226,9 +236,9 @@ impl TopicsConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct PublishConfig {
     /// Deadline of one publish (registry lookup, send, `acks=all`). Past it the client
-    /// gets 503 / UNAVAILABLE and may retry with the same idempotency key. Keep
-    /// `producer.delivery_timeout_ms` close to it, so that librdkafka also gives up on
-    /// the record soon after the client was told to retry.
+    /// gets 503 / UNAVAILABLE and may retry with the same idempotency key; the record is
+    /// still sent until `producer.delivery_timeout_ms`, and its key stays claimed (409)
+    /// until then (see [`DEFAULT_DELIVERY_TIMEOUT_MS`] for why the two differ).
     #[serde(with = "duration_serde")]
     pub deadline: Duration,
     /// The `Retry-After` sent with a 503 (whole seconds, at least 1).

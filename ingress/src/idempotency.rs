@@ -43,8 +43,11 @@
 //!   lookback/TTL: both publish. The two events carry the same order id and `ce_id`;
 //!   they differ only in `created_at` (and `traceparent`), and the second answer has the
 //!   same order id but its own `created_at`. Downstream dedupes them by order id.
-//! * A publish that timed out (503) may still be delivered by librdkafka afterwards:
-//!   then the retry finds it in the log (one event), or publishes the same ids again.
+//! * A publish that missed its deadline (503) is still being sent by librdkafka: the
+//!   instance keeps the key claimed until librdkafka reports the record's fate, so a
+//!   retry meanwhile is told 409 (in progress), and afterwards gets the first answer
+//!   (written) or publishes the same ids again (failed). A retry on *another* instance
+//!   meanwhile may publish the same ids again (the race above).
 //!
 //! The fingerprint is a v5 UUID (SHA-1) of the operation and the validated request in
 //! canonical JSON; it only has to tell a client's own requests apart.

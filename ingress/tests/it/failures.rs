@@ -160,3 +160,50 @@ async fn kafka_unreachable_is_503_with_retry_after_and_the_retry_is_safe() {
     healthy.stop().await.unwrap();
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_the_deadline_gets_the_first_answer_and_never_writes_twice() {
+    let env = TestEnv::new().await;
+    let mut config = env.config();
+    // Every publish misses its deadline (503), and its record is written a few
+    // milliseconds later anyway: what a leader change does to a 5 s deadline.
+    config.publish.deadline = Duration::from_millis(1);
+    let app = TestApp::spawn(config).await;
+    let key = Uuid::new_v4().to_string();
+    let first = app
+        .post("/v1/orders", &order_json("customer-7"), Some(&key))
+        .await;
+    assert_eq!(first.status(), 503);
+
+    // The client retries with the same key at once and then every 100 ms: while the first
+    // record's fate is unknown it is told 409 (in progress), then it gets the first answer.
+    // It is never published again (that would be a 503 again here).
+    let mut statuses = Vec::new();
+    let started = std::time::Instant::now();
+    let body: Value = loop {
+        let response = app
+            .post("/v1/orders", &order_json("customer-7"), Some(&key))
+            .await;
+        let status = response.status().as_u16();
+        statuses.push(status);
+        if status == 201 {
+            break response.json().await.unwrap();
+        }
+        assert_eq!(
+            status, 409,
+            "a retry before the first record's fate: {statuses:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(10), "{statuses:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let expected = order_id_for("customer-7", &IdempotencyKey::parse(&key).unwrap());
+    assert_eq!(body["order_id"], expected.to_string());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        env.records(&env.topics.order_created).await.len(),
+        1,
+        "one record for the key (retries: {statuses:?})"
+    );
+    app.stop().await.unwrap();
+    env.cleanup().await;
+}

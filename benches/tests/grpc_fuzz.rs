@@ -71,6 +71,32 @@ async fn call(channel: &Channel, path: &'static str, body: Vec<u8>) -> Option<Co
             Err(status) => Some(status.code()),
         };
     }
+    if path.path().ends_with("CreateOrders") {
+        // Bidirectional streaming, one request: a message that cannot be decoded ends the
+        // call with a status; a refused order is a reply carrying the unary call's code.
+        let request = tonic::Request::new(tokio_stream::once(request.into_inner()));
+        return match grpc.streaming(request, path, Raw).await {
+            Ok(mut replies) => {
+                match tokio::time::timeout(Duration::from_secs(5), replies.get_mut().message())
+                    .await
+                {
+                    Ok(Err(status)) => Some(status.code()),
+                    Ok(Ok(Some(bytes))) => {
+                        let reply = proto::CreateOrdersReply::decode(bytes.as_slice())
+                            .expect("a CreateOrdersReply");
+                        match reply.result {
+                            Some(proto::create_orders_reply::Result::Error(e)) => {
+                                Some(Code::from(e.code))
+                            }
+                            _ => None,
+                        }
+                    }
+                    _ => None,
+                }
+            }
+            Err(status) => Some(status.code()),
+        };
+    }
     grpc.unary(request, path, Raw).await.err().map(|s| s.code())
 }
 
@@ -242,8 +268,10 @@ fn boundaries() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     ]
 }
 
-const INGRESS_METHODS: [&str; 5] = [
+const CREATE_ORDERS: &str = "/orderpipeline.v1.OrderService/CreateOrders";
+const INGRESS_METHODS: [&str; 6] = [
     "/orderpipeline.v1.OrderService/CreateOrder",
+    CREATE_ORDERS,
     "/orderpipeline.v1.OrderService/UpdateOrder",
     "/orderpipeline.v1.OrderService/CancelOrder",
     "/orderpipeline.v1.OrderService/GetOrder",
@@ -296,15 +324,23 @@ async fn malformed_and_boundary_messages_are_invalid_argument_on_every_method() 
         }
     }
     for (what, path, bytes) in boundaries() {
-        calls += 1;
         let channel = if path.contains("ViewService") {
             &views
         } else {
             &ingress
         };
-        let code = call(channel, path, bytes).await;
-        if code != Some(Code::InvalidArgument) {
-            wrong.push(format!("{path} {what}: {code:?}"));
+        // Every CreateOrder mistake is also one inside a CreateOrders stream.
+        let paths = if path.ends_with("/CreateOrder") {
+            vec![path, CREATE_ORDERS]
+        } else {
+            vec![path]
+        };
+        for path in paths {
+            calls += 1;
+            let code = call(channel, path, bytes.clone()).await;
+            if code != Some(Code::InvalidArgument) {
+                wrong.push(format!("{path} {what}: {code:?}"));
+            }
         }
     }
     // Over ingress's message limit (`grpc.max_message_bytes`): refused for its size

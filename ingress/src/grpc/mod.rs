@@ -16,8 +16,13 @@
 //! | bad answer from the pipeline | UNKNOWN | |
 //! | bug or setup fault | INTERNAL | no internals |
 //!
+//! `CreateOrders` (a stream of `CreateOrder`s, see [`batch`]) answers each refused
+//! order with the same code and details inside its reply, and goes on.
+//!
 //! The idempotency key is the `request_id` field; the same key over REST and gRPC is
 //! the same key (the answer is the same event, rendered for each API).
+
+pub mod batch;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -102,16 +107,25 @@ fn request_key(request_id: &str) -> Result<Option<IdempotencyKey>, Status> {
         })
 }
 
-fn context<T>(request: &Request<T>, key: Option<IdempotencyKey>) -> RequestContext {
+/// The caller's W3C `traceparent` metadata.
+fn traceparent<T>(request: &Request<T>) -> Option<String> {
+    request
+        .metadata()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+fn context_of(traceparent: Option<String>, key: Option<IdempotencyKey>) -> RequestContext {
     RequestContext {
         channel: Channel::Grpc,
         key,
-        traceparent: request
-            .metadata()
-            .get("traceparent")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
+        traceparent,
     }
+}
+
+fn context<T>(request: &Request<T>, key: Option<IdempotencyKey>) -> RequestContext {
+    context_of(traceparent(request), key)
 }
 
 /// proto3 strings have no presence: an empty string is "not given", which the shared
@@ -143,6 +157,28 @@ fn lines_out(lines: &[schemas::OrderLine]) -> Vec<OrderLine> {
             unit_price_minor: line.unit_price_minor,
         })
         .collect()
+}
+
+/// A `CreateOrder` request as the shared use case's draft.
+fn order_draft(message: CreateOrderRequest) -> OrderDraft {
+    OrderDraft {
+        customer_id: given(message.customer_id),
+        currency: given(message.currency),
+        lines: line_drafts(message.lines),
+    }
+}
+
+/// A published order.created as the API's `Order`.
+fn order_out(event: &schemas::OrderCreated) -> Order {
+    Order {
+        order_id: event.order_id.to_string(),
+        status: OrderStatus::Created as i32,
+        customer_id: event.customer_id.clone(),
+        currency: event.currency.clone(),
+        lines: lines_out(&event.lines),
+        total_minor: event.total_minor,
+        created_at_ms: event.created_at,
+    }
 }
 
 fn change_out(event: &schemas::OrderUpdated) -> OrderChange {
@@ -195,28 +231,13 @@ impl GrpcApi {
     ) -> Result<CreateOrderResponse, Status> {
         let key = request_key(&request.get_ref().request_id)?;
         let ctx = context(&request, key);
-        let message = request.into_inner();
-        let draft = OrderDraft {
-            customer_id: given(message.customer_id),
-            currency: given(message.currency),
-            lines: line_drafts(message.lines),
-        };
         let answer = self
             .commands
-            .create_order(draft, &ctx)
+            .create_order(order_draft(request.into_inner()), &ctx)
             .await
             .map_err(status_of)?;
-        let event = answer.event;
         Ok(CreateOrderResponse {
-            order: Some(Order {
-                order_id: event.order_id.to_string(),
-                status: OrderStatus::Created as i32,
-                customer_id: event.customer_id.clone(),
-                currency: event.currency.clone(),
-                lines: lines_out(&event.lines),
-                total_minor: event.total_minor,
-                created_at_ms: event.created_at,
-            }),
+            order: Some(order_out(&answer.event)),
         })
     }
 
@@ -239,6 +260,15 @@ impl GrpcApi {
 
 #[tonic::async_trait]
 impl OrderService for GrpcApi {
+    type CreateOrdersStream = batch::CreateOrdersStream;
+
+    async fn create_orders(
+        &self,
+        request: Request<tonic::Streaming<CreateOrderRequest>>,
+    ) -> Result<Response<Self::CreateOrdersStream>, Status> {
+        Ok(Response::new(self.create_orders_stream(request)))
+    }
+
     async fn create_order(
         &self,
         request: Request<CreateOrderRequest>,

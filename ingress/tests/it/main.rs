@@ -6,6 +6,7 @@
 //! faked; the pipeline's ViewService is faked where a test needs it to answer (and is
 //! simply absent where a test needs it down). One binary for all, to link once.
 
+mod batch;
 mod common;
 mod create;
 mod failures;

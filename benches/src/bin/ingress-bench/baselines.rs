@@ -47,7 +47,7 @@ pub(crate) fn ingress_producer_config() -> ProducerConfig {
 
 /// Runs `connections` loops of `attempt` until `seconds` have passed; each loop awaits
 /// its attempt before the next, like one keep-alive connection.
-async fn closed_loops<F, Fut>(
+pub(crate) async fn closed_loops<F, Fut>(
     connections: usize,
     seconds: u64,
     attempt: F,

@@ -9,6 +9,9 @@
 //! * **eventbus publish**: `eventbus::Producer::publish` (validation, Avro encoding,
 //!   cached registry id, headers, `acks=all`).
 //!
+//! and the same order over gRPC, unary `CreateOrder` and the `CreateOrders` stream, at the
+//! same number in flight (see [`grpc`]).
+//!
 //! Run with `benches/wrk/ingress-bench.sh [--connections N] [--duration SECONDS]
 //! [--threads T]`, which builds `ingress` and this binary with the same profile: the
 //! `ingress` binary beside this one runs as a process on a [`Stack`] of its own (every
@@ -20,6 +23,7 @@
 
 mod baselines;
 mod figures;
+mod grpc;
 mod wrk;
 
 use anyhow::Context;
@@ -125,6 +129,8 @@ async fn bench(stack: &Stack, baseline_topic: &str, args: &Args) -> anyhow::Resu
         BusMetrics::default(),
     )?;
     eventbus_publish(&producer, baseline_topic, 4, 1).await?;
+    let grpc_client = grpc::connect(&stack.endpoints.ingress_grpc).await?;
+    grpc::unary(&grpc_client, 4, 1).await?;
 
     let mut rows = Vec::new();
     let mut levels = vec![1];
@@ -154,10 +160,22 @@ async fn bench(stack: &Stack, baseline_topic: &str, args: &Args) -> anyhow::Resu
             ingress.per_second / bare.per_second,
             ingress.p99_ms / bare.p99_ms
         ));
+        let unary = grpc::unary(&grpc_client, connections, args.duration).await?;
+        rows.push(unary.row(
+            "gRPC CreateOrder (unary calls, one HTTP/2 connection)",
+            connections,
+        ));
+        let stream = grpc::streamed(&grpc_client, connections, args.duration).await?;
+        rows.push(stream.row("gRPC CreateOrders (one stream)", connections));
+        rows.push(format!(
+            "| ratio CreateOrders / CreateOrder (req/s; p99) | {connections} | | {:.2} | | {:.2} | |",
+            stream.per_second / unary.per_second,
+            stream.p99_ms / unary.p99_ms
+        ));
     }
 
     println!(
-        "\nPOST /v1/orders at acks=all vs produce round trips; {}s per row, same cluster",
+        "\nPOST /v1/orders and gRPC at acks=all vs produce round trips; {}s per row, same cluster",
         args.duration
     );
     println!("| what | in flight | requests | req/s | p50 ms | p99 ms | failures |");

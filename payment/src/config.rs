@@ -254,7 +254,12 @@ pub struct ConsumerSettings {
     /// replica gets its partitions back without a rebalance. The price: a replica that
     /// stops for good keeps its partitions until `session_timeout` passes.
     pub static_membership: bool,
-    /// `session.timeout.ms`: how long a silent member keeps its partitions.
+    /// `session.timeout.ms`: how long a silent member keeps its partitions. 30 s, above
+    /// a group coordinator's failover (a dead broker is noticed after 9 s, then the
+    /// coordinator moves): a static member whose *local* session timer expires while the
+    /// coordinator moves rejoins, and librdkafka then reports that rejoin as fenced by
+    /// "another consumer with the same group.instance.id" (its own earlier member id),
+    /// fatally (librdkafka#3437). `make chaos` saw payment exit that way with 10 s.
     #[serde(with = "duration_serde")]
     pub session_timeout: Duration,
     /// `max.poll.interval.ms`: a batch (settling plus committing) must finish within it.
@@ -273,7 +278,7 @@ impl Default for ConsumerSettings {
         ConsumerSettings {
             group_id: "payment-service".to_owned(),
             static_membership: true,
-            session_timeout: Duration::from_secs(10),
+            session_timeout: Duration::from_secs(30),
             max_poll_interval: Duration::from_secs(300),
             settled_load_timeout: Duration::from_secs(120),
             lag_interval: Duration::from_secs(5),
@@ -301,6 +306,15 @@ pub struct TransactionConfig {
     /// Time limit of one blocking transactional call (init, send offsets, commit, abort).
     #[serde(with = "duration_serde")]
     pub call_timeout: Duration,
+    /// How often within [`TransactionConfig::reinit_window`] a fenced or fatally failed
+    /// transactional producer is replaced by a new one with the same `transactional.id`
+    /// (see [`crate::recovery`]). One failure more within the window stops the service:
+    /// repeated fencing means a second live instance with this id, not an outage. 0
+    /// never replaces the producer (the first fenced or fatal error stops the service).
+    pub reinit_limit: u32,
+    /// The window of [`TransactionConfig::reinit_limit`].
+    #[serde(with = "duration_serde")]
+    pub reinit_window: Duration,
 }
 
 impl Default for TransactionConfig {
@@ -310,6 +324,8 @@ impl Default for TransactionConfig {
             max_batch: 500,
             transaction_timeout: Duration::from_secs(10),
             call_timeout: Duration::from_secs(30),
+            reinit_limit: 3,
+            reinit_window: Duration::from_secs(60),
         }
     }
 }
@@ -439,6 +455,8 @@ on_retries_exhausted = "fail"
                 c.transaction.transaction_timeout,
                 d.transaction.transaction_timeout
             );
+            assert_eq!(c.transaction.reinit_limit, d.transaction.reinit_limit);
+            assert_eq!(c.transaction.reinit_window, d.transaction.reinit_window);
             assert_eq!(c.settle.retry, d.settle.retry);
             assert_eq!(c.settle.max_in_flight, d.settle.max_in_flight);
             assert_eq!(c.gateway.amount_limit_minor, d.gateway.amount_limit_minor);

@@ -88,6 +88,28 @@ pub enum PaymentError {
         source: KafkaError,
     },
 
+    /// The transactional producer was fenced or failed fatally more often within the
+    /// re-initialisation window than [`crate::config::TransactionConfig::reinit_limit`]
+    /// allows, each time replaced by a new one (see [`crate::recovery`]). Repeated
+    /// fencing is a second live instance with the same instance id.
+    #[error(
+        "transactional producer {transactional_id} failed {failures} times within {window:?} \
+         (replaced by a new one each time); another live instance with the same instance id \
+         (transactional.id) keeps fencing it, or the cluster keeps aborting its transactions: \
+         make instance ids unique, then restart. Last failure: {source}"
+    )]
+    ReinitsExhausted {
+        /// The `transactional.id`.
+        transactional_id: String,
+        /// Failures within the window.
+        failures: u32,
+        /// The window.
+        window: std::time::Duration,
+        /// The last failure.
+        #[source]
+        source: Box<PaymentError>,
+    },
+
     /// The transactional producer cannot go on (a fatal error, or an abort that itself
     /// failed); a restart's `init_transactions` cleans up. (An abortable failure never
     /// gets here: the batch is rewound and retried.)
@@ -155,6 +177,7 @@ impl PaymentError {
             PaymentError::Bus(e) => e.fault(),
             PaymentError::Kafka { source, .. } => Fault::of_kafka(source),
             PaymentError::Transaction(e) => e.fault(),
+            PaymentError::ReinitsExhausted { source, .. } => source.fault(),
             PaymentError::Http(_) | PaymentError::Task { .. } | PaymentError::Panicked(_) => {
                 Fault::Infrastructure
             }

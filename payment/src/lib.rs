@@ -34,6 +34,7 @@
 //! - [`outcome`]: outcome and dead-letter records (wire format, headers, partition);
 //! - [`transaction`]: the transactional producer (begin, produce, offsets, commit);
 //! - [`processor`]: the batch loop that ties them together, rebalances and rewinds;
+//! - [`recovery`]: replacing a fenced or fatally failed producer without a restart;
 //! - [`server`]: `/healthz`, `/readyz`, `/metrics`;
 //! - [`metrics`]: what is counted;
 //! - [`error`]: [`PaymentError`], the reasons the service stops.
@@ -42,8 +43,10 @@
 //!
 //! The binary (`cargo run -p payment -- --config payment.toml`) parses the
 //! configuration, starts logging and calls [`run`]; SIGINT or SIGTERM finishes the batch
-//! in progress, commits it and exits 0. A fenced instance or a fatal client error exits
-//! non-zero. The library entry points take the HTTP listener and the shutdown signal,
+//! in progress, commits it and exits 0. A producer fenced or failed fatally is
+//! replaced in place (a broker failover can time a transaction out, see [`recovery`]);
+//! one fenced again and again (a second live instance with the same id) or a fatal
+//! consumer error exits non-zero. The library entry points take the HTTP listener and the shutdown signal,
 //! so tests run the whole service in-process:
 //!
 //! ```no_run
@@ -84,6 +87,7 @@ pub mod gateway;
 pub mod metrics;
 pub mod outcome;
 pub mod processor;
+pub mod recovery;
 pub mod server;
 pub mod settled_index;
 pub mod settlement;

@@ -11,7 +11,8 @@
 //! | `payment_gateway_latency_seconds` | result (`ok`/`declined`/`transient`/`fatal`) | every gateway attempt |
 //! | `payment_gateway_retries_total` | | transient failures retried after a backoff |
 //! | `payment_duplicates_skipped_total` | | order.created records for orders already settled |
-//! | `payment_transactions_total` | result (`committed`/`aborted`) | batches |
+//! | `payment_transactions_total` | result (`committed`/`aborted`/`failed`) | batches (`failed`: the producer was fenced or failed fatally) |
+//! | `payment_producer_reinits_total` | reason (`fenced`/`fatal`) | transactional producers replaced by a new one with the same `transactional.id` ([`crate::recovery`]) |
 //! | `payment_transaction_duration_seconds` | | begin to commit of one batch |
 //! | `payment_batch_records` | | input records per committed batch |
 //! | `eventbus_dead_lettered_total` | topic, class | records committed to the DLQ (the project-wide DLQ metric) |
@@ -48,6 +49,8 @@ pub struct PaymentMetrics {
     pub duplicates_skipped: IntCounter,
     /// Transactions by result.
     pub transactions: IntCounterVec,
+    /// Transactional producers replaced after being fenced or failing fatally, by reason.
+    pub producer_reinits: IntCounterVec,
     /// Duration of a transaction, begin to commit.
     pub transaction_duration: Histogram,
     /// Records per committed batch.
@@ -87,6 +90,13 @@ impl PaymentMetrics {
             ),
             &["result"],
         )?;
+        let producer_reinits = IntCounterVec::new(
+            Opts::new(
+                "payment_producer_reinits_total",
+                "Transactional producers replaced by a new one with the same transactional.id after being fenced or failing fatally.",
+            ),
+            &["reason"],
+        )?;
         let transaction_duration = Histogram::with_opts(
             HistogramOpts::new(
                 "payment_transaction_duration_seconds",
@@ -110,6 +120,7 @@ impl PaymentMetrics {
         registry.register(Box::new(gateway_retries.clone()))?;
         registry.register(Box::new(duplicates_skipped.clone()))?;
         registry.register(Box::new(transactions.clone()))?;
+        registry.register(Box::new(producer_reinits.clone()))?;
         registry.register(Box::new(transaction_duration.clone()))?;
         registry.register(Box::new(batch_records.clone()))?;
         Ok(PaymentMetrics {
@@ -119,6 +130,7 @@ impl PaymentMetrics {
             gateway_retries,
             duplicates_skipped,
             transactions,
+            producer_reinits,
             transaction_duration,
             batch_records,
         })

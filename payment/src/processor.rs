@@ -12,9 +12,11 @@
 //!   commit    one transaction: records + the batch's next offsets (with the group's
 //!             metadata) → commit            [crate::transaction]
 //!   after     committed: add the settled orders to the index, count the metrics
-//!             aborted:   seek the batch's partitions back to its first offsets, back off,
-//!                        and collect again (the same records come back)
-//!             fenced/fatal: stop with an error (exit non-zero)
+//!             aborted:   seek the batch's partitions back to the group's committed
+//!                        offsets, back off, and collect again (the same records come back)
+//!             fenced/fatal: replace the producer (same transactional.id), forget the
+//!                        settled index, rewind as above [crate::recovery]; fenced again
+//!                        and again within a minute: stop with an error (exit non-zero)
 //! ```
 //!
 //! # Exactly one outcome per order
@@ -25,6 +27,10 @@
 //!   the leftover transaction in `init_transactions`, resumes from the committed offsets
 //!   and settles the same orders again. The gateway sees the same idempotency key and
 //!   does not charge twice. `read_committed` readers never see the aborted outcomes.
+//! - **Fenced by the coordinator** (a broker failover held a transaction open past
+//!   `transaction.timeout.ms`, so the coordinator aborted it and bumped the epoch): the
+//!   producer is replaced by a new one with the same `transactional.id` and the batch is
+//!   redone from the committed offsets ([`crate::recovery`] says why that is exact).
 //! - **Rebalance**: revocations are applied between polls, never inside a transaction;
 //!   records of revoked partitions are dropped from the batch (the next owner gets them
 //!   from the committed offset). A member that lost its partitions without noticing
@@ -78,7 +84,7 @@ use eventbus::kafka::{
     Consumer, KafkaError, Message, Offset, OwnedMessage, RDKafkaErrorCode, StreamConsumer,
     TopicPartitionList,
 };
-use eventbus::{ErrorClass, Jitter, KafkaSettings, RegistryClient, RetryPolicy, TxnError};
+use eventbus::{ErrorClass, Fault, Jitter, KafkaSettings, RegistryClient, RetryPolicy, TxnError};
 use futures::StreamExt;
 use schemas::OrderCreated;
 use uuid::Uuid;
@@ -88,6 +94,7 @@ use crate::error::PaymentError;
 use crate::gateway::PaymentGateway;
 use crate::metrics::PaymentMetrics;
 use crate::outcome::{OutRecord, OutcomeEncoder};
+use crate::recovery::{self, ReinitBudget};
 use crate::server::Health;
 use crate::settled_index::{self, SettledIndex};
 use crate::settlement::{Settlement, settle};
@@ -143,7 +150,10 @@ pub fn create_consumer(
 /// The input consumer's settings that differ from librdkafka's defaults, and why.
 pub fn consumer_tuning(settings: &ConsumerSettings) -> Tuning {
     client::tuning([
-        // 10 s (default 45 s): a dead instance's partitions move on sooner.
+        // 30 s (default 45 s): above a coordinator failover, so that a broker kill
+        // does not expire the static member's session locally (see
+        // ConsumerSettings::session_timeout); below the default, so that a replica gone
+        // for good hands its partitions on sooner.
         (
             "session.timeout.ms",
             settings.session_timeout.as_millis().to_string(),
@@ -284,6 +294,8 @@ pub struct Processor<G: PaymentGateway> {
     health: Arc<Health>,
     settled: SettledIndex,
     assigned: BTreeSet<i32>,
+    transactional_id: String,
+    reinits: ReinitBudget,
 }
 
 impl<G: PaymentGateway> std::fmt::Debug for Processor<G> {
@@ -331,6 +343,8 @@ impl<G: PaymentGateway> Processor<G> {
             health: parts.health,
             settled: SettledIndex::default(),
             assigned: BTreeSet::new(),
+            transactional_id: config.transactional_id(),
+            reinits: ReinitBudget::of(&config.transaction),
         }
     }
 
@@ -817,11 +831,125 @@ impl<G: PaymentGateway> Processor<G> {
                     .with_label_values(&["aborted"])
                     .inc();
                 tracing::warn!(records = batch.len(), "transaction aborted: {e}");
-                self.rewind(&batch).await?;
+                self.rewind_to_committed(&batch).await?;
                 Ok(Ending::Retry)
             }
-            Err(e) => Err(e.into()),
+            Err(failure) => {
+                self.metrics
+                    .transactions
+                    .with_label_values(&["failed"])
+                    .inc();
+                self.replace_producer(failure, &batch).await?;
+                Ok(Ending::Retry)
+            }
         }
+    }
+
+    /// After the producer was fenced or failed fatally: a new producer with the same
+    /// `transactional.id`, the settled index forgotten, the batch's partitions rewound to
+    /// the committed offsets; or, past the [`ReinitBudget`], the error that stops the
+    /// service. See [`crate::recovery`].
+    async fn replace_producer(
+        &mut self,
+        failure: TxnError,
+        batch: &Batch,
+    ) -> Result<(), PaymentError> {
+        let reason = match failure {
+            TxnError::Fenced(_) => "fenced",
+            _ => "fatal",
+        };
+        let failure = PaymentError::from(failure);
+        let n = match self.reinits.record(std::time::Instant::now()) {
+            Ok(n) => n,
+            Err(failures) => {
+                return Err(PaymentError::ReinitsExhausted {
+                    transactional_id: self.transactional_id.clone(),
+                    failures,
+                    window: self.reinits.window(),
+                    source: Box::new(failure),
+                });
+            }
+        };
+        let mut delay = ReinitBudget::delay(n);
+        tracing::warn!(
+            transactional_id = %self.transactional_id,
+            reason,
+            failures_in_window = n,
+            delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+            records = batch.len(),
+            "transactional producer cannot go on; replacing it with a new one under the same transactional.id: {}",
+            eventbus::chain(&failure)
+        );
+        self.metrics
+            .producer_reinits
+            .with_label_values(&[reason])
+            .inc();
+        // The replacement's init_transactions needs the transaction coordinator: while
+        // the cluster cannot provide one (an outage, not a second instance), keep trying,
+        // for at most REPLACEMENT_PATIENCE.
+        let started = std::time::Instant::now();
+        loop {
+            tokio::time::sleep(delay).await;
+            match recovery::new_producer(
+                &self.kafka,
+                &self.transactional_id,
+                &self.transaction,
+                &self.metrics,
+            )
+            .await
+            {
+                Ok(producer) => {
+                    let old = std::mem::replace(&mut self.producer, producer);
+                    // Destroying a client blocks on the network: off the async workers,
+                    // and not waited for (it may wait out requests to a dead broker).
+                    drop(tokio::task::spawn_blocking(move || drop(old)));
+                    break;
+                }
+                // Not something a new producer gets past (authorization, configuration).
+                Err(e) if e.fault() == Fault::Setup => return Err(e),
+                Err(e) if started.elapsed() >= recovery::REPLACEMENT_PATIENCE => return Err(e),
+                Err(e) => {
+                    delay = (delay * 2).min(recovery::MAX_DELAY);
+                    tracing::warn!(
+                        transactional_id = %self.transactional_id,
+                        delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                        "the replacement transactional producer could not be initialised; trying again: {}",
+                        eventbus::chain(&e)
+                    );
+                }
+            }
+        }
+        tracing::info!(transactional_id = %self.transactional_id, "transactional producer replaced");
+        // The failed transaction may have committed after all: the index is reloaded
+        // from the committed outcomes before the next batch.
+        let partitions: Vec<i32> = self
+            .assigned
+            .iter()
+            .chain(batch.first_offsets.keys())
+            .copied()
+            .collect();
+        for p in partitions {
+            self.settled.forget(p);
+        }
+        self.rewind_to_committed(batch).await
+    }
+
+    /// Seeks the batch's (still assigned) partitions back to the group's committed
+    /// offsets ([`recovery::rewind_to_committed`]).
+    async fn rewind_to_committed(&self, batch: &Batch) -> Result<(), PaymentError> {
+        let first: BTreeMap<i32, i64> = batch
+            .first_offsets
+            .iter()
+            .filter(|(p, _)| self.assigned.contains(p))
+            .map(|(p, o)| (*p, *o))
+            .collect();
+        recovery::rewind_to_committed(
+            &self.consumer,
+            &self.topics.order_created,
+            &first,
+            self.transaction.call_timeout,
+        )
+        .await
     }
 
     /// Seeks the batch's partitions back to the batch's first offsets, so the same

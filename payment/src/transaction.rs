@@ -21,8 +21,8 @@
 //! |---|---|
 //! | — (retriable: timeout, coordinator moving) | nothing: eventbus retries the call a few times |
 //! | [`TxnError::Abortable`] (a record failed, the group generation changed, the coordinator timed the transaction out) | the transaction has been aborted already; rewind the consumer and process the records again |
-//! | [`TxnError::Fenced`] | a newer instance with our `transactional.id` exists: stop ([`PaymentError::Fenced`]) |
-//! | [`TxnError::Fatal`] | stop; a restart's `init_transactions` cleans up |
+//! | [`TxnError::Fenced`] | the coordinator timed a transaction out and bumped the epoch (a broker failover), or a newer instance with our `transactional.id` exists: replace the producer with a new one under the same id and redo the batch; fenced again and again within a minute, stop ([`crate::recovery`]) |
+//! | [`TxnError::Fatal`] | as fenced: replace the producer, redo the batch |
 //!
 //! Passing the consumer's group metadata (not just the group id) to
 //! `send_offsets_to_transaction` is what makes the offsets part of the group's

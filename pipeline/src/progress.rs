@@ -180,6 +180,9 @@ pub struct ProgressTail {
     /// The window read so far: `[from, high)`, its records with their offsets.
     from: i64,
     records: Vec<(i64, ProgressRecord)>,
+    /// The reader that asked the watermarks, not assigned yet: the first read's (one
+    /// connection set-up less on the restore path).
+    unused: Option<BaseConsumer>,
 }
 
 impl std::fmt::Debug for ProgressTail {
@@ -207,7 +210,6 @@ impl ProgressTail {
         let (low, high) = consumer
             .fetch_watermarks(topic, 0, Duration::from_secs(10))
             .map_err(|e| PipelineError::kafka(format!("watermarks of {topic}"), e))?;
-        drop(consumer);
         let mut tail = ProgressTail {
             kafka: kafka.clone(),
             topic: topic.to_owned(),
@@ -216,6 +218,7 @@ impl ProgressTail {
             high,
             from: high,
             records: Vec::new(),
+            unused: Some(consumer),
         };
         tail.extend()?;
         Ok(tail)
@@ -231,7 +234,10 @@ impl ProgressTail {
         // Re-reads the window read before too (at most a third of the total): simpler
         // than stitching two reads. A new reader each time, so that no end-of-partition
         // event of the previous read can end this one early.
-        let consumer = progress_reader(&self.kafka, &self.topic)?;
+        let consumer = match self.unused.take() {
+            Some(consumer) => consumer,
+            None => progress_reader(&self.kafka, &self.topic)?,
+        };
         self.records = read_from(&consumer, &self.topic, Offset::Offset(from), self.timeout)?;
         self.from = from;
         Ok(())

@@ -55,6 +55,7 @@ pub(crate) fn recover(
     }
     let mut tail = ProgressTail::open(&config.kafka, &topics.progress, timeout)?;
     let last = tail.last_epoch()?;
+    let tail_ms = started.elapsed().as_millis() as u64;
     let mut store = open_store(&config.snapshot, &config.kafka, &topics.snapshots);
     let mut chosen: Option<(Loaded, Bindings)> = None;
     let markers = candidates(store.as_mut(), metrics, |store, marker| {
@@ -100,6 +101,7 @@ pub(crate) fn recover(
         bytes = chunk_bytes(&loaded.manifest.chunks),
         written_by_workers = loaded.manifest.workers,
         load_ms = started.elapsed().as_millis() as u64,
+        progress_tail_ms = tail_ms,
         "snapshot loaded"
     );
     let progress = Progress {

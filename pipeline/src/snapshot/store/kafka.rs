@@ -27,6 +27,9 @@ pub struct KafkaStore {
     runtime: Option<tokio::runtime::Runtime>,
     /// What was read of the topic's end, after a read.
     window: Option<Window>,
+    /// The reader that asked the watermarks, not assigned yet: the next read's (one
+    /// connection set-up less on the restore path).
+    unused: Option<BaseConsumer>,
     timeout: Duration,
 }
 
@@ -124,6 +127,7 @@ impl KafkaStore {
             producer: None,
             runtime: None,
             window: None,
+            unused: None,
             timeout: Duration::from_secs(60),
         }
     }
@@ -207,12 +211,20 @@ impl KafkaStore {
     /// The records of `[from, until)` in log order (key, value; `None`: a tombstone),
     /// with a reader of its own (no end-of-partition event of another read can end it).
     /// With `keys_only`, values are left empty (a sweep needs only which keys live).
-    fn read_range(&self, from: i64, until: i64, keys_only: bool) -> Result<Records, SnapshotError> {
+    fn read_range(
+        &mut self,
+        from: i64,
+        until: i64,
+        keys_only: bool,
+    ) -> Result<Records, SnapshotError> {
         let mut records = Vec::new();
         if from >= until {
             return Ok(records);
         }
-        let consumer = self.reader()?;
+        let consumer = match self.unused.take() {
+            Some(consumer) => consumer,
+            None => self.reader()?,
+        };
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&self.topic, 0, Offset::Offset(from))
             .map_err(kafka_error("assign snapshots"))?;
@@ -264,6 +276,7 @@ impl KafkaStore {
                 from: high,
                 ..Window::default()
             });
+            self.unused = Some(consumer);
         }
         Ok(self.window.as_mut().expect("just set"))
     }

@@ -294,6 +294,13 @@ pub struct TransactionConfig {
     /// counted from the batch's first record.
     #[serde(with = "duration_serde")]
     pub commit_interval: Duration,
+    /// A batch also closes when no record arrived for this long (group commit): an
+    /// order arriving at an idle service is settled and committed at once, while under
+    /// load the records queued during one transaction arrive back to back and share the
+    /// next one. Zero turns this off (batches close only by `commit_interval` and
+    /// `max_batch`).
+    #[serde(with = "duration_serde")]
+    pub linger: Duration,
     /// The most records in one batch (one transaction).
     pub max_batch: usize,
     /// `transaction.timeout.ms`: the coordinator aborts a transaction left open longer.
@@ -321,6 +328,7 @@ impl Default for TransactionConfig {
     fn default() -> Self {
         TransactionConfig {
             commit_interval: Duration::from_millis(100),
+            linger: Duration::from_millis(5),
             max_batch: 500,
             transaction_timeout: Duration::from_secs(10),
             call_timeout: Duration::from_secs(30),
@@ -392,6 +400,7 @@ mod tests {
         assert_eq!(t.payment_failed, "payment-service.payment.failed");
         assert_eq!(t.dlq, "payment-service.dlq");
         assert_eq!(c.transaction.commit_interval, Duration::from_millis(100));
+        assert_eq!(c.transaction.linger, Duration::from_millis(5));
         assert_eq!(c.transaction.max_batch, 500);
     }
 
@@ -408,6 +417,7 @@ instance_id = "2"
 prefix = "staging-"
 [transaction]
 commit_interval = "250ms"
+linger = "0s"
 [gateway]
 amount_limit_minor = 5000
 declined_customers = ["bad-1", "bad-2"]
@@ -423,6 +433,7 @@ on_retries_exhausted = "fail"
             assert_eq!(c.kafka.bootstrap, "k1:9092");
             assert_eq!(c.kafka.client_id, "payment-service");
             assert_eq!(c.transaction.commit_interval, Duration::from_millis(250));
+            assert_eq!(c.transaction.linger, Duration::ZERO);
             assert_eq!(c.transaction.max_batch, 50);
             assert_eq!(c.gateway.amount_limit_minor, 5000);
             assert_eq!(c.gateway.declined_customers, ["bad-1", "bad-2"]);
@@ -450,6 +461,7 @@ on_retries_exhausted = "fail"
             assert_eq!(c.http.listen, d.http.listen);
             assert_eq!(c.topics.resolve(), d.topics.resolve());
             assert_eq!(c.transaction.commit_interval, d.transaction.commit_interval);
+            assert_eq!(c.transaction.linger, d.transaction.linger);
             assert_eq!(c.transaction.max_batch, d.transaction.max_batch);
             assert_eq!(
                 c.transaction.transaction_timeout,

@@ -2,8 +2,9 @@
 //!
 //! ```text
 //! loop:
-//!   collect   poll order.created until max_batch records or commit_interval after the
-//!             batch's first record (assignment changes applied as they come)
+//!   collect   poll order.created until max_batch records, commit_interval after the
+//!             batch's first record, or linger after its last one (assignment changes
+//!             applied as they come)
 //!   index     load the settled-orders index of partitions seen for the first time
 //!   decide    decode each record; undecodable → dead letter; order already settled
 //!             (index or earlier in the batch) → skip; else settle through the gateway
@@ -63,6 +64,23 @@
 //! longer one adds its full length to every order's latency at low rates and pays off
 //! only under a backlog. 100 ms / 500 keeps the batch wait about the size of the
 //! transaction floor. (The figures move with the machine's load.)
+//!
+//! **Group commit** (`linger`, 5 ms): a batch also closes when no record arrived for
+//! `linger`. At an idle service an order is committed at once instead of waiting out
+//! the interval; under load, what queued up in the consumer during one transaction
+//! arrives back to back and shares the next, so batches grow with the load by
+//! themselves and `commit_interval` only caps the wait. Measured with
+//! `latency_at_a_low_rate` (300 orders at 50/s, debug build, the machine loaded by
+//! another Kafka cluster and builds, load average 17-23), alternating the two:
+//!
+//! | linger | created → outcome stamped p50 / p99 | → visible (read_committed) p50 / p99 | transactions |
+//! |---|---|---|---|
+//! | 0 (before) | 143-185 / 453-575 ms | 304-348 / 694-772 ms | 26-34 |
+//! | 5 ms | 106-126 / 356-719 ms | 239-280 / 581-1382 ms | 44-61 |
+//!
+//! About 60-90 ms off the median for about twice the transactions (each costs the
+//! brokers a round of coordinator requests and markers): at 50 orders/s that is
+//! 10 rather than 5 transactions a second.
 //!
 //! # Input records that are not orders
 //!
@@ -428,14 +446,22 @@ impl<G: PaymentGateway> Processor<G> {
     ) -> Result<Batch, PaymentError> {
         let consumer = self.consumer.clone();
         let mut batch = Batch::default();
+        // The batch closes at the earlier of `commit_interval` after its first record
+        // and `linger` after its last one (see the module docs).
         let mut deadline: Option<tokio::time::Instant> = None;
+        let mut idle_deadline: Option<tokio::time::Instant> = None;
+        let linger = self.transaction.linger;
         // Assignment changes are recorded inside polls that may return no record; look
         // at them regularly so readiness does not wait for the first order.
         let mut housekeeping = tokio::time::interval(Duration::from_millis(200));
         housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         while batch.len() < self.transaction.max_batch {
+            let close_at = match (deadline, idle_deadline) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             let timer = async {
-                match deadline {
+                match close_at {
                     Some(at) => tokio::time::sleep_until(at).await,
                     None => std::future::pending().await,
                 }
@@ -461,9 +487,11 @@ impl<G: PaymentGateway> Processor<G> {
                     if let Some(record) = record {
                         self.metrics.bus.consumed.with_label_values(&[record.topic()]).inc();
                         batch.push(record);
-                        deadline.get_or_insert_with(|| {
-                            tokio::time::Instant::now() + self.transaction.commit_interval
-                        });
+                        let now = tokio::time::Instant::now();
+                        deadline.get_or_insert(now + self.transaction.commit_interval);
+                        if !linger.is_zero() {
+                            idle_deadline = Some(now + linger);
+                        }
                     }
                 }
                 _ = housekeeping.tick() => {

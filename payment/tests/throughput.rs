@@ -6,7 +6,8 @@
 //! PAYMENT_BIN=target/release/payment cargo test -p payment --test throughput -- --ignored --nocapture
 //! ```
 //!
-//! `THROUGHPUT_ORDERS` (5000), `THROUGHPUT_COMMIT_INTERVAL` (100ms), `THROUGHPUT_MAX_BATCH`
+//! `THROUGHPUT_ORDERS` (5000), `THROUGHPUT_COMMIT_INTERVAL` (100ms), `THROUGHPUT_LINGER`
+//! (5ms), `THROUGHPUT_RETRY_BACKOFF_MS` (100), `THROUGHPUT_MAX_BATCH`
 //! (500), `THROUGHPUT_LATENCY` / `THROUGHPUT_JITTER` (gateway, 2ms / 3ms) and
 //! `THROUGHPUT_TRANSIENT` (0.02) change the run; `THROUGHPUT_RUST_LOG` and
 //! `THROUGHPUT_LOG_FILE` keep the service's log. The orders are produced before the
@@ -158,6 +159,18 @@ async fn latency_at_a_low_rate() {
     config.transaction.commit_interval =
         eventbus::config::duration_serde::parse(&var("THROUGHPUT_COMMIT_INTERVAL", "100ms"))
             .unwrap();
+    // The group commit's idle close (the default unless given; "0s" is the batching
+    // before it) and the transactional producer's `retry.backoff.ms` (librdkafka's
+    // 100 ms unless given): the commit path's variants, run against each other.
+    if let Ok(linger) = std::env::var("THROUGHPUT_LINGER") {
+        config.transaction.linger = eventbus::config::duration_serde::parse(&linger).unwrap();
+    }
+    if let Ok(backoff) = std::env::var("THROUGHPUT_RETRY_BACKOFF_MS") {
+        config
+            .kafka
+            .extra
+            .insert("retry.backoff.ms".to_owned(), backoff);
+    }
     let gateway =
         std::sync::Arc::new(payment::SimulatedGateway::new(config.gateway.clone()).unwrap());
     let service = common::Service::start(config.clone(), gateway).await;
@@ -258,9 +271,11 @@ async fn latency_at_a_low_rate() {
     latencies.sort_unstable();
     let q = |v: &[i64], f: f64| v[((v.len() as f64 - 1.0) * f).round() as usize];
     println!(
-        "{n} orders at {rate}/s, commit_interval {}: created -> outcome stamped p50 {} / p99 {} ms; \
+        "{n} orders at {rate}/s, commit_interval {}, linger {:?}, retry.backoff.ms {}: created -> outcome stamped p50 {} / p99 {} ms; \
          created -> visible to read_committed p50 {} / p90 {} / p99 {} / max {} ms; {transactions} transactions",
         var("THROUGHPUT_COMMIT_INTERVAL", "100ms"),
+        config.transaction.linger,
+        var("THROUGHPUT_RETRY_BACKOFF_MS", "100"),
         q(&latencies, 0.5),
         q(&latencies, 0.99),
         q(&visible, 0.5),

@@ -72,8 +72,15 @@ impl Processes {
                 // `<pid> <start time>`: the platform script's pid files.
                 .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
                 .filter(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
-            if let Some(pid) = pid {
-                list.push((name.to_string(), pid));
+            match pid {
+                Some(pid) => list.push((name.to_string(), pid)),
+                // Not running here, or another checkout's `.run` (set RUN_DIR): its CPU
+                // is left out of the tables rather than counted as zero.
+                None if name.starts_with("kafka-") => eprintln!(
+                    "cost: no running {name} under {}; its CPU is not counted (RUN_DIR?)",
+                    run_dir().display()
+                ),
+                None => {}
             }
         }
         for name in ["ingress", "payment", "pipeline"] {
@@ -173,7 +180,11 @@ impl CpuReading {
             services_per_1000_orders: per_1000(sum(&|n| {
                 matches!(n, "ingress" | "payment" | "pipeline")
             })),
-            brokers_per_1000_orders: per_1000(sum(&|n| n.starts_with("kafka-"))),
+            brokers_per_1000_orders: per_process
+                .keys()
+                .any(|n| n.starts_with("kafka-"))
+                .then(|| per_1000(sum(&|n| n.starts_with("kafka-"))))
+                .flatten(),
             all_per_1000_orders: per_1000(sum(&|_| true)),
             per_process,
         }
@@ -413,6 +424,11 @@ mod tests {
         assert_eq!(cost.all_per_1000_orders, Some(13.0));
         // No orders, no per-order figure.
         assert_eq!(b.since(&a, 0).all_per_1000_orders, None);
+        // No broker found (another checkout's pid files): no brokers' figure, not 0.
+        let c = reading(t0, &[("ingress", 1.0)]);
+        let d = reading(t0 + Duration::from_secs(1), &[("ingress", 2.0)]);
+        assert_eq!(d.since(&c, 500).brokers_per_1000_orders, None);
+        assert_eq!(d.since(&c, 500).services_per_1000_orders, Some(2.0));
     }
 
     #[test]

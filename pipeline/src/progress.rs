@@ -294,7 +294,12 @@ fn progress_reader(kafka: &KafkaSettings, topic: &str) -> Result<BaseConsumer, P
         // service name), which the ACLs grant the job's principal.
         group_id: Some(format!("{}-progress-reader", kafka.client_id)),
         statistics: false,
-        tuning: client::Tuning::new(),
+        tuning: client::tuning([
+            // The read ends at the partition's end, which the reader learns from a fetch
+            // that returns nothing: the broker holds such a fetch fetch.wait.max.ms
+            // (default 500 ms), which was most of a restore's progress read.
+            ("fetch.wait.max.ms", "10".to_owned()),
+        ]),
     };
     let consumer = client::reader(kafka, &options, kafka::context(kafka, "progress-reader"))?;
     let partitions = kafka::partition_count(&consumer, topic, Duration::from_secs(10))?;

@@ -189,7 +189,11 @@ impl KafkaStore {
             // (the service name), which the ACLs grant the job's principal.
             group_id: Some(format!("{}-snapshot-reader", self.kafka.client_id)),
             statistics: false,
-            tuning: client::Tuning::new(),
+            tuning: client::tuning([
+                // A read that reaches the end learns it from an empty fetch, which the
+                // broker holds fetch.wait.max.ms (default 500 ms): on the restore path.
+                ("fetch.wait.max.ms", "10".to_owned()),
+            ]),
         };
         let consumer = client::reader(
             &self.kafka,

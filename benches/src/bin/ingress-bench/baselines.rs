@@ -40,7 +40,8 @@ pub(crate) fn sample_order() -> OrderCreated {
 pub(crate) fn ingress_producer_config() -> ProducerConfig {
     ProducerConfig {
         source: "/order-service".to_owned(),
-        delivery_timeout_ms: 5_000,
+        // ingress::config::DEFAULT_DELIVERY_TIMEOUT_MS (above a broker failover).
+        delivery_timeout_ms: 30_000,
         ..ProducerConfig::default()
     }
 }

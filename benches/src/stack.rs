@@ -22,6 +22,7 @@ use anyhow::{Context, bail};
 use eventbus::admin::{Admin, TopicList};
 use eventbus::config::CLIENT_CONFIG_ENV;
 use eventbus::{KafkaSettings, RegistryClient, RegistryConfig};
+use pipeline::config::{TopicConfig, TopicNames};
 
 use crate::client::Endpoints;
 use crate::scenario::GatewayRules;
@@ -79,6 +80,23 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 impl Stack {
+    /// The pipeline's topic names under this stack's prefix, and the registry id of each
+    /// input's value schema (inputs first, in the job's order; registered if new): what
+    /// a bench needs to write framed records straight onto the job's inputs.
+    pub async fn pipeline_inputs(&self) -> anyhow::Result<(TopicNames, [u32; 5])> {
+        let names = TopicConfig {
+            prefix: self.prefix.clone(),
+        }
+        .names();
+        let registry = RegistryClient::new(&RegistryConfig::from_env())?;
+        let mut ids = [0u32; 5];
+        for (id, (topic, text)) in ids.iter_mut().zip(names.with_subjects()) {
+            let text = text.with_context(|| format!("{topic} has no schema"))?;
+            *id = registry.id_for(&format!("{topic}-value"), text).await?;
+        }
+        Ok((names, ids))
+    }
+
     /// Creates the prefixed topics and subjects and starts pipeline, payment and ingress;
     /// returns once all three answer `/readyz`. `pipeline_args` are timely's (`-w 2`).
     pub async fn start(rules: GatewayRules, pipeline_args: &[&str]) -> anyhow::Result<Stack> {

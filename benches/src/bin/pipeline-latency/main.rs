@@ -47,10 +47,8 @@ use benches::scenario::GatewayRules;
 use benches::stack::{Stack, StackOptions};
 use benches::topics;
 use clap::Parser;
-use eventbus::{RegistryClient, RegistryConfig};
-use pipeline::config::{TopicConfig, TopicNames};
 
-use crate::load::{INPUTS, LoadGen, STOCK_ADJUSTED, producer, run_load};
+use crate::load::{LoadGen, STOCK_ADJUSTED, producer, run_load};
 use crate::probes::{Probes, send_probes, summary, watch};
 
 /// The command line; its doc comments are `--help`'s text.
@@ -165,17 +163,7 @@ async fn bench(stack: &Stack, args: &Args) -> anyhow::Result<()> {
         return Ok(());
     }
 
-    let names: TopicNames = TopicConfig {
-        prefix: stack.prefix.clone(),
-    }
-    .names();
-    let registry = RegistryClient::new(&RegistryConfig::from_env())?;
-    let mut ids = [0u32; INPUTS];
-    // The inputs come first, in the job's order, each with its value schema.
-    for (id, (topic, text)) in ids.iter_mut().zip(names.with_subjects()) {
-        let text = text.with_context(|| format!("{topic} has no schema"))?;
-        *id = registry.id_for(&format!("{topic}-value"), text).await?;
-    }
+    let (names, ids) = stack.pipeline_inputs().await?;
     let probe_producer = producer(&stack.kafka, "probes")?;
     let group = |what: &str| format!("{}bench-{what}", stack.prefix);
 

@@ -37,8 +37,6 @@ use anyhow::{Context, bail};
 use benches::scenario::GatewayRules;
 use benches::stack::{Stack, StackOptions};
 use clap::Parser;
-use eventbus::{RegistryClient, RegistryConfig};
-use pipeline::config::TopicConfig;
 use pipeline::snapshot::store::{KafkaStore, Store};
 
 use crate::job::{Job, JobSpec, rss_mib};
@@ -195,16 +193,7 @@ async fn snapshot_covers(stack: &Stack, topic: &str) -> anyhow::Result<i64> {
 }
 
 async fn run(stack: &Stack, args: &Args, kind: Kind, rows: &mut Vec<Row>) -> anyhow::Result<()> {
-    let names = TopicConfig {
-        prefix: stack.prefix.clone(),
-    }
-    .names();
-    let registry = RegistryClient::new(&RegistryConfig::from_env())?;
-    let mut ids = [0u32; INPUTS];
-    for (id, (topic, text)) in ids.iter_mut().zip(names.with_subjects()) {
-        let text = text.with_context(|| format!("{topic} has no schema"))?;
-        *id = registry.id_for(&format!("{topic}-value"), text).await?;
-    }
+    let (names, ids) = stack.pipeline_inputs().await?;
     let topics: [String; INPUTS] = names.inputs.clone();
     let timeout = Duration::from_secs(args.timeout_secs);
     let on = JobSpec {

@@ -44,6 +44,17 @@ NODES=(1 2 3)
 read -r -a KAFKA_HOSTS <<<"${KAFKA_HOSTS:-127.0.0.1 127.0.0.1 127.0.0.1}"
 ((${#KAFKA_HOSTS[@]} == ${#NODES[@]})) || { echo "KAFKA_HOSTS needs ${#NODES[@]} addresses" >&2; exit 1; }
 host_of() { echo "${KAFKA_HOSTS[$(($1 - 1))]}"; }
+# KAFKA_NODE_PREFIX: an optional command each node is started under, @NODE@ standing for
+# its number (the chaos harness: "ip netns exec chaos-k@NODE@", a network namespace per
+# node, so that one node can be cut off from the others). Unset: the nodes start as is.
+KAFKA_NODE_PREFIX="${KAFKA_NODE_PREFIX:-}"
+# KAFKA_HOSTS outside 127.0.0.1-4 (which the nodes' certificate always names): they are
+# added to its names, and a certificate without them is issued again.
+EXTRA_SAN_IPS=() EXTRA_SAN=""
+for h in "${KAFKA_HOSTS[@]}"; do
+  [[ " 127.0.0.1 127.0.0.2 127.0.0.3 127.0.0.4 ${EXTRA_SAN_IPS[*]} " == *" $h "* ]] ||
+    { EXTRA_SAN_IPS+=("$h"); EXTRA_SAN+=",IP:$h"; }
+done
 REGISTRY_HOST="${REGISTRY_HOST:-127.0.0.1}"
 BOOTSTRAP="$(host_of 1):19092,$(host_of 2):29092,$(host_of 3):39092"
 REGISTRY_URL="${REGISTRY_URL:-http://$REGISTRY_HOST:8081}"
@@ -215,17 +226,18 @@ ensure_broker_cert() {
   local pem="$SECRETS/broker.pem"
   if [[ -s "$pem" ]] &&
     openssl verify -CAfile "$SECRETS/ca.crt" <(openssl x509 -in "$pem") >/dev/null 2>&1 &&
-    openssl x509 -in "$pem" -noout -checkend $((30 * 86400)) >/dev/null 2>&1; then
+    openssl x509 -in "$pem" -noout -checkend $((30 * 86400)) >/dev/null 2>&1 &&
+    has_extra_sans "$pem"; then
     return 0
   fi
-  say "issuing the Kafka nodes' certificate (CN=broker; SAN IP:127.0.0.1-4, DNS:localhost)"
+  say "issuing the Kafka nodes' certificate (CN=broker; SAN IP:127.0.0.1-4$EXTRA_SAN, DNS:localhost)"
   local work; work="$(umask 077 && mktemp -d "$SECRETS/.broker.XXXXXX")"
   if ! (
     umask 077
     openssl req -new -newkey rsa:2048 -nodes -keyout "$work/broker.key" -subj "/CN=broker" \
       -out "$work/broker.csr" &&
       printf '%s\n' \
-        "subjectAltName=IP:127.0.0.1,IP:127.0.0.2,IP:127.0.0.3,IP:127.0.0.4,DNS:localhost" \
+        "subjectAltName=IP:127.0.0.1,IP:127.0.0.2,IP:127.0.0.3,IP:127.0.0.4$EXTRA_SAN,DNS:localhost" \
         "basicConstraints=critical,CA:FALSE" \
         "keyUsage=critical,digitalSignature,keyEncipherment" \
         "extendedKeyUsage=serverAuth,clientAuth" >"$work/ext" &&
@@ -241,6 +253,13 @@ ensure_broker_cert() {
   fi
   secret_file broker.pem <"$work/broker.pem"
   rm -rf "$work"
+}
+
+# has_extra_sans PEM: the certificate names every address of EXTRA_SAN_IPS.
+has_extra_sans() {
+  ((${#EXTRA_SAN_IPS[@]})) || return 0
+  local names ip; names="$(openssl x509 -in "$1" -noout -ext subjectAltName 2>/dev/null)"
+  for ip in "${EXTRA_SAN_IPS[@]}"; do [[ "$names" == *"IP Address:$ip"* ]] || return 1; done
 }
 
 # ensure_passwords: a random SCRAM password per principal. Once the data is formatted they
@@ -469,8 +488,10 @@ start_kafka() {
   for n in "${NODES[@]}"; do
     if alive "kafka-$n"; then continue; fi
     render_node "$n"
+    local prefix=()
+    [[ -z "$KAFKA_NODE_PREFIX" ]] || read -r -a prefix <<<"${KAFKA_NODE_PREFIX//@NODE@/$n}"
     launch "kafka-$n" "$RUN_DIR/logs/kafka-$n/stdout.log" \
-      java "${JAVA_COMMON[@]}" -Xms512m -Xmx512m "$(jmx_agent "$n" | sed "s|=127\.0\.0\.1:|=$(host_of "$n"):|")" -Dorderpipeline.service="kafka-$n" \
+      "${prefix[@]}" java "${JAVA_COMMON[@]}" -Xms512m -Xmx512m "$(jmx_agent "$n" | sed "s|=127\.0\.0\.1:|=$(host_of "$n"):|")" -Dorderpipeline.service="kafka-$n" \
       `# every GC pause with its wall time, for the benchmark's per-step pause totals` \
       "-Xlog:gc:file=$RUN_DIR/logs/kafka-$n/gc.log:time,uptime:filecount=2,filesize=10m" \
       -Dlog4j2.configurationFile="$HERE/log4j2.properties" -Dkafka.logs.dir="$RUN_DIR/logs/kafka-$n" \

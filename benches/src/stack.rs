@@ -44,7 +44,13 @@ pub struct Stack {
     /// How each service was started, to start it again.
     specs: BTreeMap<&'static str, Spec>,
     topics: Vec<String>,
+    /// Every pipeline process's `/metrics` base URL, process 0 (the API) first.
+    pub pipeline_metrics: Vec<String>,
 }
+
+/// The names of the pipeline job's processes ([`Stack::start_pipeline_job`]): process 0,
+/// which serves the API, is `pipeline` as in a one-process stack.
+const PIPELINE_PROCESSES: [&str; 4] = ["pipeline", "pipeline-1", "pipeline-2", "pipeline-3"];
 
 /// How a service was started: its extra environment and its arguments.
 type Spec = (Vec<(String, String)>, Vec<String>);
@@ -158,19 +164,12 @@ impl Stack {
             children: BTreeMap::new(),
             specs: BTreeMap::new(),
             topics,
+            pipeline_metrics: vec![format!("http://127.0.0.1:{views_http}")],
         };
         let p = stack.prefix.clone();
         let runs = |name: &str| options.only.is_empty() || options.only.contains(&name);
         if runs("pipeline") {
-            let mut env = vec![
-                ("PIPELINE__TOPICS__PREFIX", p.clone()),
-                (
-                    "PIPELINE__SINK__TRANSACTIONAL_ID",
-                    format!("{p}inventory-service-sink"),
-                ),
-                ("PIPELINE__SERVER__HTTP", format!("127.0.0.1:{views_http}")),
-                ("PIPELINE__SERVER__GRPC", format!("127.0.0.1:{views_grpc}")),
-            ];
+            let mut env = stack.pipeline_env();
             env.extend(options.pipeline_env.iter().map(|(k, v)| (*k, v.clone())));
             stack.spawn("pipeline", &env, pipeline_args)?;
         }
@@ -218,6 +217,118 @@ impl Stack {
             }
         }
         Ok(stack)
+    }
+
+    /// The pipeline's settings in this stack: its topics, transactional id, API ports.
+    fn pipeline_env(&self) -> Vec<(&'static str, String)> {
+        let p = &self.prefix;
+        let address = |url: &str| url.trim_start_matches("http://").to_owned();
+        vec![
+            ("PIPELINE__TOPICS__PREFIX", p.clone()),
+            (
+                "PIPELINE__SINK__TRANSACTIONAL_ID",
+                format!("{p}inventory-service-sink"),
+            ),
+            (
+                "PIPELINE__SERVER__HTTP",
+                address(&self.endpoints.views_rest),
+            ),
+            (
+                "PIPELINE__SERVER__GRPC",
+                address(&self.endpoints.views_grpc),
+            ),
+        ]
+    }
+
+    /// The services whose process ended since it was started, and how (`kill -9` shows
+    /// as a signal, a failure as an exit status); they stay in the stack until
+    /// restarted or stopped.
+    pub fn ended(&mut self) -> Vec<(&'static str, std::process::ExitStatus)> {
+        self.children
+            .iter_mut()
+            .filter_map(|(&name, child)| Some((name, child.try_wait().ok()??)))
+            .collect()
+    }
+
+    /// Starts the pipeline job as `processes` processes of `workers` workers each
+    /// (timely's `-w W -n N -p I -h HOSTFILE`, the hostfile on free local ports in the
+    /// stack's log folder), named `pipeline` (process 0: the sink and the API) and
+    /// `pipeline-1`, `pipeline-2`, ... (each with its own `/metrics` on a free port,
+    /// see [`Stack::pipeline_metrics`]); returns once process 0 is ready. For a stack
+    /// started without the pipeline (`StackOptions::only`). At most four processes.
+    pub async fn start_pipeline_job(
+        &mut self,
+        processes: usize,
+        workers: usize,
+    ) -> anyhow::Result<()> {
+        if !(1..=PIPELINE_PROCESSES.len()).contains(&processes) {
+            bail!(
+                "1 to {} pipeline processes, not {processes}",
+                PIPELINE_PROCESSES.len()
+            );
+        }
+        let hostfile = self.log_dir.join("pipeline-hosts.txt");
+        let mut hosts = String::new();
+        for _ in 0..processes {
+            hosts.push_str(&format!("127.0.0.1:{}\n", free_port()?));
+        }
+        std::fs::write(&hostfile, hosts)?;
+        let (n, w, file) = (
+            processes.to_string(),
+            workers.to_string(),
+            hostfile.display().to_string(),
+        );
+        self.pipeline_metrics = vec![self.endpoints.views_rest.clone()];
+        for (index, &name) in PIPELINE_PROCESSES.iter().take(processes).enumerate() {
+            let mut env = self.pipeline_env();
+            if index > 0 {
+                let metrics = format!("127.0.0.1:{}", free_port()?);
+                self.pipeline_metrics.push(format!("http://{metrics}"));
+                env.push(("PIPELINE__SERVER__METRICS", metrics));
+            }
+            let p = index.to_string();
+            self.spawn(name, &env, &["-w", &w, "-n", &n, "-p", &p, "-h", &file])?;
+        }
+        self.wait_service_ready("pipeline").await
+    }
+
+    /// The running processes of the pipeline job, process 0 first.
+    pub fn pipeline_processes(&self) -> Vec<&'static str> {
+        PIPELINE_PROCESSES
+            .iter()
+            .copied()
+            .filter(|name| self.children.contains_key(name))
+            .collect()
+    }
+
+    /// Restarts every process of the pipeline job, as its README prescribes after a lost
+    /// process (the job is fail-stop; the restart restores from the progress topic): each
+    /// one still running is stopped (SIGTERM, SIGKILL after 30 s), then all are started
+    /// as they were and process 0 is waited for. Returns how each process was found:
+    /// `running`, or the way it ended (`signal: 9 (SIGKILL)`, `exit status: 1`).
+    pub async fn restart_pipeline_job(&mut self) -> anyhow::Result<Vec<(&'static str, String)>> {
+        let names = self.pipeline_processes();
+        if names.is_empty() {
+            bail!("no pipeline process was started in this stack");
+        }
+        let mut found = Vec::new();
+        for &name in &names {
+            let state = match self.children.get_mut(name).map(Child::try_wait) {
+                Some(Ok(Some(status))) => status.to_string(),
+                Some(Ok(None)) => "running".to_owned(),
+                Some(Err(e)) => format!("unknown ({e})"),
+                None => "not started".to_owned(),
+            };
+            found.push((name, state));
+        }
+        for &name in &names {
+            self.stop(name)?;
+        }
+        for &name in &names {
+            self.restart(name)?;
+        }
+        self.wait_service_ready("pipeline").await?;
+        Ok(found)
     }
 
     /// The stack's topics (prefixed names).
@@ -331,10 +442,12 @@ impl Stack {
         env: &[(&str, String)],
         args: &[&str],
     ) -> anyhow::Result<()> {
-        let bin = self.bin_dir.join(name);
+        // `pipeline-1` is a second process of the `pipeline` binary.
+        let binary = name.split_once('-').map_or(name, |(binary, _)| binary);
+        let bin = self.bin_dir.join(binary);
         if !bin.exists() {
             bail!(
-                "{} is missing: build it first (`cargo build -p {name}`)",
+                "{} is missing: build it first (`cargo build -p {binary}`)",
                 bin.display()
             );
         }
@@ -399,6 +512,9 @@ impl Stack {
     /// Stops every service and deletes the stack's topics and registry subjects.
     pub async fn shutdown(mut self) {
         for name in ["ingress", "payment", "pipeline"] {
+            let _ = self.stop(name);
+        }
+        for name in self.pipeline_processes() {
             let _ = self.stop(name);
         }
         if let Ok(admin) = Admin::new(&self.kafka) {

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """One fault's figures for `make chaos` (deploy/chaos/run.sh), from loadgen's per-second
-progress, the consumer-lag samples and chaos-check's JSON line.
+progress, the consumer-lag samples and chaos-check's JSON line (and, if the file is
+there, the harness's lines of what happened during the fault).
 
   detect s    fault → first symptom: a refused or unanswered request (503/UNAVAILABLE,
               409/ABORTED, unreachable), a second with no order accepted, or a consumer
@@ -23,6 +24,7 @@ import sys
 fault, rate = sys.argv[1], float(sys.argv[2])
 t0, killed, healed = map(float, sys.argv[3:6])
 progress_path, lag_path, check_path, loadgen_path = sys.argv[6:10]
+events_path = sys.argv[10] if len(sys.argv) > 10 else None
 
 # loadgen's clock starts ~1 s before its first progress line, which is when t0 was taken.
 OFFSET = 1.0
@@ -109,5 +111,10 @@ print(f"  201/s {baseline:.0f} before, lowest {lowest} after; no 201 for {stall:
       f"{unavailable} answers 503/UNAVAILABLE, {in_progress} 409/ABORTED; "
       f"{summary.get('accepted')} of {summary.get('scheduled')} accepted, {summary.get('failed')} given up")
 print(f"  check: {json.dumps(check)}")
+try:
+    for line in open(events_path) if events_path else []:
+        print(f"  event: {line.rstrip()}")
+except FileNotFoundError:
+    pass
 print(f"| {fault} | {'-' if detect is None else f'{detect:.1f}'} | {recover:.1f} | {stall:.0f} "
       f"| {unavailable} ({in_progress}) | {lost} | {doubled} | {dup_records} |")

@@ -2,8 +2,11 @@
 # `make chaos`: faults under a steady load, on a cluster of its own beside the shared one.
 #
 # The chaos cluster is deploy/local/platform.sh with its own RUN_DIR (target/chaos/run)
-# and addresses: brokers on 127.0.0.2-4 (the brokers' certificate names them), the
-# registry on 127.0.0.5, the same ports, no monitoring stack. For each fault, the
+# and addresses: each broker in a network namespace of its own (chaos-k1..3, 10.213.0.2-4
+# on a bridge chaos-br0 = 10.213.0.1 in the root namespace, deploy/chaos/netns.sh; the
+# brokers' certificate names them), so that one can be cut off from the others; the
+# registry on 127.0.0.5, the same ports, no monitoring stack. Needs root and iproute2;
+# the namespaces and the bridge are removed on exit. For each fault, the
 # services run as a fresh stack (benches' stack-serve: free ports, a unique topic
 # prefix) against it; loadgen offers a fixed rate, retrying refused requests with the
 # same Idempotency-Key as a real client does; at FAULT_AT seconds the fault, then the
@@ -25,13 +28,23 @@
 #     payment-kill     kill -9 of payment, restarted after CHAOS_DOWN (5 s)
 #     ingress-kill     kill -9 of ingress, restarted after CHAOS_DOWN (5 s)
 #     registry-stop    SIGSTOP of the schema registry for CHAOS_DOWN (30 s)
+#     partition        broker CHAOS_NODE cut off from the two others (blackhole routes in
+#                      the namespaces, both ways) while clients still reach it, for
+#                      CHAOS_DOWN (30 s), then healed
+#     pipeline-proc-kill  the pipeline job as 2 processes x 1 worker; kill -9 of process 1
+#                      (not the API's); the job is fail-stop: once process 0 has exited
+#                      or CHAOS_DOWN_SERVICE (10 s) passed, every process is restarted (the
+#                      README's recovery; the report says how process 0 was found)
 #   (CHAOS_FAULT=... is accepted as a one-fault CHAOS_FAULTS)
 #   CHAOS_KEEP=1         leave the chaos cluster running afterwards
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 export RUN_DIR="$PWD/target/chaos/run"
-export KAFKA_HOSTS="127.0.0.2 127.0.0.3 127.0.0.4"
+# shellcheck source=deploy/chaos/netns.sh
+source deploy/chaos/netns.sh
+export KAFKA_HOSTS="$(chaos_addr 1) $(chaos_addr 2) $(chaos_addr 3)"
+export KAFKA_NODE_PREFIX="ip netns exec chaos-k@NODE@"
 export REGISTRY_HOST=127.0.0.5
 export REGISTRY_URL="http://$REGISTRY_HOST:8081"
 export OBSERVABILITY=0 PLATFORM_ONLY=1
@@ -46,26 +59,30 @@ case "${CHAOS:-quick}" in
   *) echo "CHAOS is quick, full or ci" >&2; exit 2 ;;
 esac
 faults="${CHAOS_FAULTS:-${CHAOS_FAULT:-broker-kill}}"
-all="broker-kill broker-stop controller-kill two-brokers payment-kill ingress-kill registry-stop"
+all="broker-kill broker-stop controller-kill two-brokers payment-kill ingress-kill registry-stop
+  partition pipeline-proc-kill"
 for f in $faults; do
-  [[ " $all " == *" $f "* ]] || { echo "unknown fault $f (one of: $all)" >&2; exit 2; }
+  [[ " ${all//$'\n'/ } " == *" $f "* ]] || { echo "unknown fault $f (one of: $all)" >&2; exit 2; }
 done
 node="${CHAOS_NODE:-2}"
 out="target/chaos/report"
 mkdir -p "$out"
 
-echo "[chaos] the chaos cluster (brokers $KAFKA_HOSTS, registry $REGISTRY_HOST; $RUN_DIR)"
+((EUID == 0)) && command -v ip >/dev/null || { echo "[chaos] needs root and iproute2 (network namespaces)" >&2; exit 1; }
+stopped=""  # a process stopped with SIGSTOP, to continue whatever happens
+finish_cluster() {
+  [[ -z "$stopped" ]] || kill -CONT "$stopped" 2>/dev/null || true
+  netns_heal
+  [[ "${CHAOS_KEEP:-0}" == 1 ]] || { "$platform" down >/dev/null 2>&1 || true; netns_down; }
+}
+trap finish_cluster EXIT
+echo "[chaos] the chaos cluster (brokers $KAFKA_HOSTS in namespaces chaos-k1..3, registry $REGISTRY_HOST; $RUN_DIR)"
+netns_up
 "$platform" up >"$out/platform-up.log" 2>&1 || { tail -n 20 "$out/platform-up.log" >&2; exit 1; }
 cargo build --quiet -p ingress -p payment -p pipeline -p benches \
   --bin ingress --bin payment --bin pipeline --bin stack-serve --bin loadgen --bin chaos-check
 bin="${CARGO_TARGET_DIR:-target}/debug"
 
-stopped=""  # a process stopped with SIGSTOP, to continue whatever happens
-finish_cluster() {
-  [[ -z "$stopped" ]] || kill -CONT "$stopped" 2>/dev/null || true
-  [[ "${CHAOS_KEEP:-0}" == 1 ]] || "$platform" down >/dev/null 2>&1 || true
-}
-trap finish_cluster EXIT
 pid_of() { cut -d' ' -f1 "$RUN_DIR/pids/$1.pid"; }
 # The active controller's node id: the leader named by the newest epoch in the nodes'
 # KRaft quorum-state files (each node writes the leader it knows).
@@ -88,6 +105,12 @@ heal_platform() {
   done
   return 1
 }
+# running PID: the process runs (not exited, nor a zombie not yet reaped).
+running() { [[ -r /proc/$1/stat ]] && [[ "$(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null)" != Z ]]; }
+# elapsed T: seconds (one decimal) since date +%s.%N gave T.
+elapsed() { awk -v now="$(date +%s.%N)" -v t="$1" 'BEGIN { printf "%.1f", now - t }'; }
+# event TEXT: a line of what happened, on the console and in the fault's report.
+event() { echo "[chaos]   $*"; echo "$*" >>"$out/$fault.events"; }
 # metric URL NAME: the sum of every series of NAME at URL, or NA.
 metric() {
   local text
@@ -103,16 +126,22 @@ for fault in $faults; do
   case "$fault" in
     broker-stop | registry-stop) down="${CHAOS_DOWN:-30}" ;;
     payment-kill | ingress-kill) down="${CHAOS_DOWN_SERVICE:-5}" ;;
+    pipeline-proc-kill) down="${CHAOS_DOWN_SERVICE:-10}" ;;
+    partition) down="${CHAOS_DOWN:-30}" ;;
     *) down="${CHAOS_DOWN:-$([[ ${CHAOS:-quick} == ci ]] && echo 12 || echo 20)}" ;;
   esac
-  coproc STACK { "$bin/stack-serve" 2>"$out/$fault.stack-serve.log"; }
+  # stack-serve supervises the services as a deployment would: one that exits by itself
+  # is started again (its lines in <fault>.supervisor, then in the report).
+  serve_args=(--supervise "$out/$fault.supervisor")
+  [[ $fault != pipeline-proc-kill ]] || serve_args+=(--pipeline-processes 2)
+  coproc STACK { "$bin/stack-serve" "${serve_args[@]}" 2>"$out/$fault.stack-serve.log"; }
   stack_pid=$STACK_PID stack_in="${STACK[1]}" stack_out="${STACK[0]}"
   read -r -t 180 -u "$stack_out" endpoints || { echo "[chaos] the stack did not start (see $out/$fault.stack-serve.log)" >&2; exit 1; }
   field() { python3 -c 'import json,sys; v=json.loads(sys.argv[1]); [v:=v[k] for k in sys.argv[2:]]; print(v)' "$endpoints" "$@"; }
   prefix="$(field prefix)"
   echo "[chaos] $fault: stack $prefix; load $rate/s for ${duration}s; fault at ${fault_at}s for ${down}s"
 
-  rm -f "$out/$fault.progress" "$out/$fault.lag"
+  rm -f "$out/$fault.progress" "$out/$fault.lag" "$out/$fault.events" "$out/$fault.supervisor"
   "$bin/loadgen" --rate "$rate" --duration "$duration" --restock 100000 \
     --ingress-rest "$(field ingress_rest)" --ingress-grpc "$(field ingress_grpc)" \
     --accepted "$out/$fault.accepted.jsonl" \
@@ -121,10 +150,20 @@ for fault in $faults; do
   # The load's clock starts after the restock: wait for its first progress line.
   until grep -q ' s  sent' "$out/$fault.progress" 2>/dev/null; do sleep 0.2; done
   t0=$(date +%s.%N)
-  # Consumer lag, every second: payment's group (its own gauge) and the pipeline's input.
+  # Consumer lag, every second: payment's group (its own gauge) and the pipeline's input
+  # (summed over the job's processes; NA when none answers).
+  read -r -a pipeline_metrics <<<"$(field pipeline_metrics | tr -d "[]',")"
+  pipeline_lag() {
+    local url v sum=NA
+    for url in "${pipeline_metrics[@]}"; do
+      v="$(metric "$url/metrics" pipeline_input_lag)"
+      [[ $v == NA ]] || sum=$((${sum/NA/0} + v))
+    done
+    echo "$sum"
+  }
   (
     while kill -0 "$load" 2>/dev/null || [[ -f "$out/.sampling" ]]; do
-      echo "$(date +%s.%N) $(metric "$(field payment)/metrics" kafka_consumergroup_lag) $(metric "$(field views_rest)/metrics" pipeline_input_lag)"
+      echo "$(date +%s.%N) $(metric "$(field payment)/metrics" kafka_consumergroup_lag) $(pipeline_lag)"
       sleep 1
     done >>"$out/$fault.lag"
   ) &
@@ -154,6 +193,31 @@ for fault in $faults; do
       sleep "$down"
       kill -CONT "$stopped"
       stopped="" ;;
+    partition)
+      event "kafka-$node cut off from the other two (active controller: kafka-$(controller))"
+      killed=$(date +%s.%N)
+      netns_partition "$node"
+      sleep "$down"
+      event "during the partition: active controller kafka-$(controller)"
+      netns_heal
+      event "healed" ;;
+    pipeline-proc-kill)
+      pid="$(field pids pipeline-1)" pid0="$(field pids pipeline)"
+      echo "[chaos]   kill -9 pipeline process 1 (pid $pid; process 0 is $pid0)"
+      killed=$(date +%s.%N)
+      kill -9 "$pid"
+      # Fail-stop: process 0 should exit by itself; the restart follows either way.
+      while running "$pid0" && awk -v e="$(elapsed "$killed")" -v d="$down" 'BEGIN { exit !(e < d) }'; do
+        sleep 0.2
+      done
+      if running "$pid0"; then
+        event "pipeline process 0 still running ${down} s after the kill: not fail-stop"
+      else
+        event "pipeline process 0 exited by itself $(elapsed "$killed") s after the kill"
+      fi
+      echo "restart-job pipeline" >&"$stack_in"
+      read -r -t 240 -u "$stack_out" restarted || { echo "[chaos] the pipeline job did not restart" >&2; exit 1; }
+      event "every process restarted: $restarted" ;;
     payment-kill | ingress-kill)
       service="${fault%-kill}"
       pid="$(field pids "$service")"
@@ -175,10 +239,14 @@ for fault in $faults; do
     >"$out/$fault.check.json" 2>"$out/$fault.check.err" || check=$?
   rm -f "$out/.sampling"
   wait "$sampler" 2>/dev/null || true
+  if [[ -s "$out/$fault.supervisor" ]]; then
+    awk -v k="$killed" '{ t = $1; $1 = ""; printf "supervisor, %+.1f s after the fault:%s\n", t - k, $0 }' \
+      "$out/$fault.supervisor" >>"$out/$fault.events"
+  fi
 
   python3 deploy/chaos/report.py "$fault" "$rate" "$t0" "$killed" "$healed" \
     "$out/$fault.progress" "$out/$fault.lag" "$out/$fault.check.json" "$out/$fault.loadgen.json" \
-    >"$out/$fault.txt" || echo "| $fault | report failed, see $out/$fault.* |" >>"$out/$fault.txt"
+    "$out/$fault.events" >"$out/$fault.txt" || echo "| $fault | report failed, see $out/$fault.* |" >>"$out/$fault.txt"
   cat "$out/$fault.txt"
   tail -n 1 "$out/$fault.txt" >>"$out/table.md"
   ((check == 0)) || { failed_faults+=("$fault"); cat "$out/$fault.check.err" >&2; }

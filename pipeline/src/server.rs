@@ -62,7 +62,7 @@ pub mod page;
 mod rest;
 mod sse;
 
-pub use rest::{LineJson, OrderJson, StockJson, ViewsDoc, openapi};
+pub use rest::{LineJson, OffsetJson, OrderJson, StatusJson, StockJson, ViewsDoc, openapi};
 
 /// What the handlers share.
 #[derive(Clone)]

@@ -148,6 +148,24 @@ pub struct StatusJson {
     pub offsets: Vec<OffsetJson>,
 }
 
+impl StatusJson {
+    /// How many records of `ends` (topic, partition → end offset, e.g. the high
+    /// watermarks) the views do not include yet: 0 once every partition is committed up
+    /// to its end. A partition the job has not committed counts from offset 0.
+    pub fn behind(&self, ends: &std::collections::BTreeMap<(String, i32), i64>) -> i64 {
+        ends.iter()
+            .map(|((topic, partition), end)| {
+                let next = self
+                    .offsets
+                    .iter()
+                    .find(|o| &o.topic == topic && o.partition == *partition)
+                    .map_or(0, |o| o.next_offset);
+                (end - next).max(0)
+            })
+            .sum()
+    }
+}
+
 /// An RFC 9457 problem document (`application/problem+json`).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[schema(as = Problem)]
@@ -416,6 +434,32 @@ mod tests {
     use axum::body::Body;
     use http_body_util::BodyExt;
     use tower::ServiceExt;
+
+    #[test]
+    fn behind_counts_what_the_views_lack() {
+        let at = |topic: &str, partition, next_offset| OffsetJson {
+            topic: topic.to_owned(),
+            partition,
+            next_offset,
+        };
+        let status = StatusJson {
+            ready: true,
+            rebuilt: true,
+            as_of_epoch: Some(7),
+            frontier_delay_seconds: 0.0,
+            offsets: vec![at("a", 0, 10), at("a", 1, 5), at("b", 0, 3)],
+        };
+        let ends = |pairs: &[(&str, i32, i64)]| {
+            pairs
+                .iter()
+                .map(|(t, p, e)| (((*t).to_owned(), *p), *e))
+                .collect::<std::collections::BTreeMap<_, _>>()
+        };
+        // Caught up, and a partition the job is past (a stale end) counts 0.
+        assert_eq!(status.behind(&ends(&[("a", 0, 10), ("a", 1, 4)])), 0);
+        // 2 left on a/1; an uncommitted partition counts from offset 0.
+        assert_eq!(status.behind(&ends(&[("a", 1, 7), ("c", 0, 4)])), 6);
+    }
 
     async fn get(state: &ApiState, uri: &str) -> (StatusCode, String, serde_json::Value) {
         let response = router(state.clone(), Shutdown::new())

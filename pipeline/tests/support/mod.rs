@@ -47,6 +47,7 @@ use pipeline::config::TopicNames;
 use pipeline::input::decode_input;
 use pipeline::logic::{InputEvent, OrderId, OrderView, Pos, Sku, StockLevel};
 use pipeline::model::Model;
+use pipeline::server::StatusJson;
 use pipeline::{PipelineConfig, progress};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -633,26 +634,13 @@ pub async fn wait_caught_up(
     let mut last = String::new();
     loop {
         if let Ok(response) = client.get(format!("http://{http}/v1/status")).send().await
-            && let Ok(status) = response.json::<serde_json::Value>().await
+            && let Ok(status) = response.json::<StatusJson>().await
         {
-            let mut committed: BTreeMap<(String, i32), i64> = BTreeMap::new();
-            for o in status["offsets"].as_array().cloned().unwrap_or_default() {
-                committed.insert(
-                    (
-                        o["topic"].as_str().unwrap_or_default().to_owned(),
-                        i32::try_from(o["partition"].as_i64().unwrap_or(-1))?,
-                    ),
-                    o["next_offset"].as_i64().unwrap_or(-1),
-                );
+            let behind = status.behind(&ends);
+            if behind == 0 && status.ready {
+                return Ok(status.as_of_epoch.unwrap_or(0));
             }
-            let behind: i64 = ends
-                .iter()
-                .map(|(k, end)| end - committed.get(k).copied().unwrap_or(0))
-                .sum();
-            if behind == 0 && status["ready"].as_bool() == Some(true) {
-                return Ok(status["as_of_epoch"].as_u64().unwrap_or(0));
-            }
-            last = format!("{behind} offsets behind; status {status}");
+            last = format!("{behind} offsets behind; status {status:?}");
         }
         if Instant::now() > deadline {
             return Err(format!("the job did not catch up in {timeout:?}: {last}").into());

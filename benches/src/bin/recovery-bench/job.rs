@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use benches::stack::{Stack, bin_dir};
 use eventbus::config::CLIENT_CONFIG_ENV;
+use pipeline::server::StatusJson;
 
 /// One running `pipeline` process.
 pub(crate) struct Job {
@@ -108,23 +109,10 @@ impl Job {
                 .timeout(Duration::from_secs(2))
                 .send()
                 .await
-                && let Ok(status) = response.json::<serde_json::Value>().await
+                && let Ok(status) = response.json::<StatusJson>().await
             {
-                let mut committed: BTreeMap<(String, i32), i64> = BTreeMap::new();
-                for o in status["offsets"].as_array().cloned().unwrap_or_default() {
-                    committed.insert(
-                        (
-                            o["topic"].as_str().unwrap_or_default().to_owned(),
-                            i32::try_from(o["partition"].as_i64().unwrap_or(-1))?,
-                        ),
-                        o["next_offset"].as_i64().unwrap_or(-1),
-                    );
-                }
-                let behind: i64 = ends
-                    .iter()
-                    .map(|(k, end)| (end - committed.get(k).copied().unwrap_or(0)).max(0))
-                    .sum();
-                if behind == 0 && status["ready"].as_bool() == Some(true) {
+                let behind = status.behind(ends);
+                if behind == 0 && status.ready {
                     return Ok(since.elapsed());
                 }
                 last = format!("{behind} offsets behind");

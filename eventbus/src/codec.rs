@@ -96,6 +96,27 @@ pub struct DecodeFailure {
     pub error: BusError,
 }
 
+/// The one rule about a record's key that a consumer checks before its value: there is
+/// one. Every event is keyed (by its order id, or its SKU: the topic table of DESIGN.md),
+/// which is what puts all records of one order on one partition; a record without a key
+/// (absent or empty) lands on an arbitrary partition, where the per-partition state of a
+/// consumer (payment's settled orders) does not see its order's other records. It is
+/// dead-lettered as `schema-invalid` (the record breaks its contract, retrying cannot
+/// help) before its value is even looked at.
+pub fn check_key(key: Option<&[u8]>) -> Result<(), DecodeFailure> {
+    match key {
+        Some(key) if !key.is_empty() => Ok(()),
+        _ => Err(DecodeFailure {
+            class: Some(ErrorClass::SchemaInvalid),
+            error: BusError::Invalid(Violations(vec![FieldViolation {
+                field: "<record key>".to_owned(),
+                description: "must be present: events are keyed by their order id or SKU"
+                    .to_owned(),
+            }])),
+        }),
+    }
+}
+
 /// Decodes a record value of `topic` into `C`: framing, writer schema by id (cached),
 /// Avro resolution, domain rules. Returns the event and its writer schema id.
 pub async fn decode<C: Consumable>(
@@ -140,6 +161,21 @@ pub async fn decode<C: Consumable>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_record_without_a_key_is_schema_invalid() {
+        assert!(check_key(Some(b"order-1")).is_ok());
+        for missing in [None, Some(&b""[..])] {
+            let failure = check_key(missing).unwrap_err();
+            assert_eq!(failure.class, Some(ErrorClass::SchemaInvalid));
+            assert_eq!(failure.error.fault(), Fault::Data);
+            assert!(
+                failure.error.to_string().contains("record key"),
+                "{}",
+                failure.error
+            );
+        }
+    }
 
     #[test]
     fn frame_round_trip_and_rejects() {

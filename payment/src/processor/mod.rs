@@ -327,8 +327,7 @@ impl<G: PaymentGateway> Processor<G> {
             // check_key says why): its order's other records may be on another partition.
             let decoded = match eventbus::codec::check_key(record.key()) {
                 Ok(()) => {
-                    decode::<OrderCreated>(&self.registry, record.topic(), record.payload())
-                        .await
+                    decode::<OrderCreated>(&self.registry, record.topic(), record.payload()).await
                 }
                 Err(failure) => Err(failure),
             };

@@ -373,7 +373,13 @@ impl Fetcher {
         let name = &params.topics[usize::from(topic)];
         let mut delay = Duration::from_millis(100);
         loop {
-            let result = runtime.block_on(decode_input(registry, topic, name, message.payload()));
+            // A record without a key is dead-lettered like a bad value (eventbus's
+            // check_key says why). A pure function of the record, like the decoding, so a
+            // replay decides the same.
+            let result = match eventbus::codec::check_key(message.key()) {
+                Ok(()) => runtime.block_on(decode_input(registry, topic, name, message.payload())),
+                Err(failure) => Err(Rejection::from(failure)),
+            };
             match result {
                 Ok(event) => return Some(Item::Event(event)),
                 Err(Rejection::Data { class, error }) => {

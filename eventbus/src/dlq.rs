@@ -52,6 +52,21 @@ pub const LAST_FAILURE_MS: &str = "dlq.last.failure.ms";
 /// Upper bound of `dlq.error.message`, in bytes.
 pub const MAX_ERROR_MESSAGE: usize = 1024;
 
+/// The largest record any project topic accepts: Kafka's default `max.message.bytes`,
+/// which deploy/topics.toml keeps for every topic but the DLQs.
+pub const MAX_INPUT_RECORD_BYTES: usize = 1_048_588;
+
+/// The largest dead-letter record, and what a producer that writes dead letters must
+/// allow (`message.max.bytes`) and a DLQ topic must accept (`max.message.bytes`, set in
+/// deploy/topics.toml): a dead letter is its original (key, value, headers: at most
+/// [`MAX_INPUT_RECORD_BYTES`]) plus the `dlq.*` headers, which repeat the key (at most as
+/// large again) and add bounded text (the message at most [`MAX_ERROR_MESSAGE`], the rest
+/// numbers and names): twice the input limit plus 64 KiB. With the defaults (librdkafka's
+/// 1,000,000 bytes, the topic's 1,048,588) a record of about 1 MiB could not be
+/// dead-lettered at all: the transaction that carried it failed every time, and the
+/// pipeline stopped on it (tests/garbage.rs in benches).
+pub const MAX_RECORD_BYTES: usize = 2 * MAX_INPUT_RECORD_BYTES + 65_536;
+
 /// Why a record was dead-lettered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorClass {

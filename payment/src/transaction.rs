@@ -42,6 +42,9 @@
 //!   requires it to be no larger);
 //! - `compression.type=lz4` and `partitioner=murmur2_random`: in [`tuning`], as every
 //!   eventbus producer;
+//! - `message.max.bytes` ([`eventbus::dlq::MAX_RECORD_BYTES`], about 2 MiB; default
+//!   1,000,000): the dead-letter copy of a record as large as the input topic accepts
+//!   must fit, or its batch's transaction fails on every attempt;
 //! - `retry.backoff.ms` is left at librdkafka's default (100 ms). While the previous
 //!   transaction's markers are written, the coordinator refuses the next one's
 //!   `AddPartitionsToTxn` with `CONCURRENT_TRANSACTIONS`; librdkafka retries that after
@@ -72,6 +75,13 @@ pub fn tuning() -> Tuning {
         // Keys hash as with the Java client (which matters for the keyed dead letters;
         // outcomes carry an explicit partition). As every eventbus producer.
         ("partitioner", "murmur2_random".to_owned()),
+        // Dead letters keep the original byte for byte: a record of about 1 MiB (the
+        // input topic's limit) plus the dlq.* headers is larger than librdkafka's default
+        // (1,000,000); the DLQ topic accepts as much (deploy/topics.toml).
+        (
+            "message.max.bytes",
+            eventbus::dlq::MAX_RECORD_BYTES.to_string(),
+        ),
     ])
 }
 

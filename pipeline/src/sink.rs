@@ -56,7 +56,9 @@
 //! (keys land on the partitions a Java client would pick) and `linger.ms=5`: the commit
 //! waits for whatever is queued at once, so linger only matters while the records of a
 //! transaction are being produced; a few milliseconds let them batch into few requests
-//! without adding noticeably to the commit. `PIPELINE_SINK_DEBUG` (for example
+//! without adding noticeably to the commit; `message.max.bytes` of
+//! [`eventbus::dlq::MAX_RECORD_BYTES`] (about 2 MiB), so that the dead-letter copy of an
+//! input record as large as its topic allows fits. `PIPELINE_SINK_DEBUG` (for example
 //! `eos,msg,protocol`) sets librdkafka's `debug` contexts of this producer.
 //!
 //! The producer is a `BaseProducer` whose events only the sink thread serves: while
@@ -330,6 +332,14 @@ pub(crate) fn fenced_producer(
         ("linger.ms", sink.linger_ms.to_string()),
         // Keys land on the partitions a Java client would pick.
         ("partitioner", "murmur2_random".to_owned()),
+        // Dead letters keep the original byte for byte: a record of about 1 MiB (the
+        // input topic's limit) plus the dlq.* headers is larger than librdkafka's default
+        // (1,000,000), which failed the epoch's transaction on every attempt and stopped
+        // the job; the DLQ topic accepts as much (deploy/topics.toml).
+        (
+            "message.max.bytes",
+            eventbus::dlq::MAX_RECORD_BYTES.to_string(),
+        ),
     ]);
     // librdkafka's debug contexts for this producer only (e.g. `eos,msg,protocol`), for
     // investigating a slow or failing sink.

@@ -34,6 +34,10 @@
 #                target/chaos/run), then the exactly-once checks (CHAOS=quick|full|ci;
 #                CHAOS_FAULTS="broker-kill broker-stop controller-kill two-brokers
 #                payment-kill ingress-kill registry-stop"; deploy/chaos/run.sh)
+#   make soak    the services under a fixed load for DURATION (default 10m) at RATE orders/s
+#                (default 20) on a stack of their own on the running cluster; RSS, fds,
+#                threads, lag and client p99 per interval, fails on growth (target/soak/;
+#                deploy/soak/README.md)
 #
 # `make up` also starts the monitoring stack (deploy/local/observability.sh): Prometheus
 # :9090, dashboards (VictoriaMetrics) :8428/vmui, logs (VictoriaLogs) :9428/select/vmui.
@@ -63,7 +67,7 @@ export CARGO_PROFILE ?= $(PROFILE)
 PROFILE_DIR := $(if $(filter dev,$(CARGO_PROFILE)),debug,$(CARGO_PROFILE))
 
 .PHONY: up down status clean acls test test-unit lint fmt schemas bench bench-recovery demo \
-	test-monitoring test-k8s check-observability logs fuzz fuzz-api chaos
+	test-monitoring test-k8s check-observability logs fuzz fuzz-api chaos soak test-soak
 
 up:
 	@$(PLATFORM) up
@@ -89,7 +93,7 @@ schemas:
 # Tests share one dev build with the operator tool; the platform is started if it is not
 # running and left running afterwards (CI stops it with `make down`).
 # test-k8s runs last: CI builds its tools in the background meanwhile.
-test: test-monitoring
+test: test-monitoring test-soak
 	@PLATFORM_ONLY=1 $(PLATFORM) up
 	cargo test --workspace --no-fail-fast
 	@$(MAKE) --no-print-directory test-k8s
@@ -176,3 +180,20 @@ fuzz-api:
 # chaos cluster up for the next run.
 chaos:
 	@deploy/chaos/run.sh
+
+# ---------------------------------------------------------------- soak
+# deploy/soak/soak.py: a stack of its own (benches' stack-serve: unique topic prefix, free
+# ports, deleted afterwards) on the running cluster, loadgen at RATE orders/s for DURATION
+# in SOAK_INTERVAL runs (each its own p99), every process sampled every SOAK_SAMPLE; exits
+# non-zero on growth of RSS/fds/threads, unbounded lag or p99, failed requests. Writes
+# soak.md, soak.json, samples.csv and intervals.csv to SOAK_OUT (target/soak).
+soak: export KAFKA_CLIENT_CONFIG ?= $(ADMIN_CLIENT_CONFIG)
+soak:
+	@PLATFORM_ONLY=1 $(PLATFORM) up
+	cargo build -p ingress -p payment -p pipeline -p benches --bin ingress --bin payment \
+		--bin pipeline --bin stack-serve --bin loadgen
+	python3 deploy/soak/soak.py --duration $(or $(DURATION),10m) --rate $(or $(RATE),20)
+
+# The soak verdict's own tests (synthetic steady and leaking series; offline).
+test-soak:
+	python3 -m unittest discover -v -s deploy/soak/tests -p 'test_*.py'

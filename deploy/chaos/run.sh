@@ -85,21 +85,23 @@ bin="${CARGO_TARGET_DIR:-target}/debug"
 
 pid_of() { cut -d' ' -f1 "$RUN_DIR/pids/$1.pid"; }
 # The active controller's node id: the leader named by the newest epoch in the nodes'
-# KRaft quorum-state files (each node writes the leader it knows).
+# KRaft quorum-state files (each node writes the leader it knows). No python here: on a
+# loaded machine its start alone took seconds, which moved the fault.
 controller() {
-  python3 - "$RUN_DIR"/data/kafka-*/__cluster_metadata-0/quorum-state <<'EOF'
-import json, sys
-states = [json.load(open(p)) for p in sys.argv[1:]]
-best = max(states, key=lambda s: s.get("leaderEpoch", -1))
-print(best.get("leaderId", ""))
-EOF
+  cat "$RUN_DIR"/data/kafka-*/__cluster_metadata-0/quorum-state 2>/dev/null |
+    tr ',{}' '\n\n\n' | awk -F: -v best=-1 '
+      $1 == "\"leaderId\"" { id = $2 }
+      $1 == "\"leaderEpoch\"" { if ($2 + 0 > best) { best = $2 + 0; leader = id } }
+      END { print leader }'
 }
 # platform.sh up restarts what is not running; right after a lost quorum its admin
 # requests can time out, so it is tried again (it is idempotent).
+# PLATFORM_BUILD=0: with the binaries built at the start, not cargo again (with others
+# editing the tree, a heal once waited 100 s for cargo while the broker stayed down).
 heal_platform() {
   local try
   for try in 1 2 3; do
-    "$platform" up >>"$out/platform-heal.log" 2>&1 && return 0
+    PLATFORM_BUILD=0 "$platform" up >>"$out/platform-heal.log" 2>&1 && return 0
     echo "[chaos]   platform up failed (try $try), again in 5 s"
     sleep 5
   done
@@ -137,22 +139,42 @@ for fault in $faults; do
   coproc STACK { "$bin/stack-serve" "${serve_args[@]}" 2>"$out/$fault.stack-serve.log"; }
   stack_pid=$STACK_PID stack_in="${STACK[1]}" stack_out="${STACK[0]}"
   read -r -t 180 -u "$stack_out" endpoints || { echo "[chaos] the stack did not start (see $out/$fault.stack-serve.log)" >&2; exit 1; }
-  field() { python3 -c 'import json,sys; v=json.loads(sys.argv[1]); [v:=v[k] for k in sys.argv[2:]]; print(v)' "$endpoints" "$@"; }
-  prefix="$(field prefix)"
+  # The stack's endpoints, read once: ep[prefix], ep[payment], ep[pids.payment], ...
+  declare -A ep=()
+  while IFS='=' read -r key value; do ep[$key]="$value"; done < <(python3 - "$endpoints" <<'EOF'
+import json, sys
+for key, value in json.loads(sys.argv[1]).items():
+    if isinstance(value, dict):
+        for name, v in value.items():
+            print(f"{key}.{name}={v}")
+    elif isinstance(value, list):
+        print(f"{key}={' '.join(value)}")
+    else:
+        print(f"{key}={value}")
+EOF
+)
+  prefix="${ep[prefix]}"
   echo "[chaos] $fault: stack $prefix; load $rate/s for ${duration}s; fault at ${fault_at}s for ${down}s"
 
   rm -f "$out/$fault.progress" "$out/$fault.lag" "$out/$fault.events" "$out/$fault.supervisor"
   "$bin/loadgen" --rate "$rate" --duration "$duration" --restock 100000 \
-    --ingress-rest "$(field ingress_rest)" --ingress-grpc "$(field ingress_grpc)" \
+    --ingress-rest "${ep[ingress_rest]}" --ingress-grpc "${ep[ingress_grpc]}" \
     --accepted "$out/$fault.accepted.jsonl" \
     --json "$out/$fault.loadgen.json" >"$out/$fault.loadgen.out" 2>"$out/$fault.progress" &
   load=$!
   # The load's clock starts after the restock: wait for its first progress line.
-  until grep -q ' s  sent' "$out/$fault.progress" 2>/dev/null; do sleep 0.2; done
+  until grep -q ' s  sent' "$out/$fault.progress" 2>/dev/null; do
+    kill -0 "$load" 2>/dev/null && { sleep 0.2; continue; }
+    echo "[chaos] $fault: the load did not start (see $out/$fault.progress)" >&2
+    failed_faults+=("$fault")
+    exec {stack_in}>&-
+    wait "$stack_pid" 2>/dev/null || true
+    continue 2
+  done
   t0=$(date +%s.%N)
   # Consumer lag, every second: payment's group (its own gauge) and the pipeline's input
   # (summed over the job's processes; NA when none answers).
-  read -r -a pipeline_metrics <<<"$(field pipeline_metrics | tr -d "[]',")"
+  read -r -a pipeline_metrics <<<"${ep[pipeline_metrics]}"
   pipeline_lag() {
     local url v sum=NA
     for url in "${pipeline_metrics[@]}"; do
@@ -163,7 +185,7 @@ for fault in $faults; do
   }
   (
     while kill -0 "$load" 2>/dev/null || [[ -f "$out/.sampling" ]]; do
-      echo "$(date +%s.%N) $(metric "$(field payment)/metrics" kafka_consumergroup_lag) $(pipeline_lag)"
+      echo "$(date +%s.%N) $(metric "${ep[payment]}/metrics" kafka_consumergroup_lag) $(pipeline_lag)"
       sleep 1
     done >>"$out/$fault.lag"
   ) &
@@ -202,7 +224,7 @@ for fault in $faults; do
       netns_heal
       event "healed" ;;
     pipeline-proc-kill)
-      pid="$(field pids pipeline-1)" pid0="$(field pids pipeline)"
+      pid="${ep[pids.pipeline-1]}" pid0="${ep[pids.pipeline]}"
       echo "[chaos]   kill -9 pipeline process 1 (pid $pid; process 0 is $pid0)"
       killed=$(date +%s.%N)
       kill -9 "$pid"
@@ -220,7 +242,7 @@ for fault in $faults; do
       event "every process restarted: $restarted" ;;
     payment-kill | ingress-kill)
       service="${fault%-kill}"
-      pid="$(field pids "$service")"
+      pid="${ep[pids.$service]}"
       echo "[chaos]   kill -9 $service (pid $pid)"
       killed=$(date +%s.%N)
       kill -9 "$pid"
@@ -235,7 +257,7 @@ for fault in $faults; do
   # Lag samples until the check is done (it waits for the last orders to settle).
   check=0
   "$bin/chaos-check" --prefix "$prefix" --settle-seconds 90 \
-    --accepted "$out/$fault.accepted.jsonl" --views-grpc "$(field views_grpc)" \
+    --accepted "$out/$fault.accepted.jsonl" --views-grpc "${ep[views_grpc]}" \
     >"$out/$fault.check.json" 2>"$out/$fault.check.err" || check=$?
   rm -f "$out/.sampling"
   wait "$sampler" 2>/dev/null || true

@@ -130,6 +130,13 @@ build_binaries() {
   local bins=(busctl dlq) pkgs=(eventbus) entry
   while read -r entry; do bins+=("${entry%% *}"); pkgs+=("${entry%% *}"); done < <(present_services)
   bins+=(demo); pkgs+=(benches)
+  # PLATFORM_BUILD=0: take the binaries as they are when all are there (the chaos
+  # harness's heal, which must not wait for cargo while a fault is on).
+  if [[ "${PLATFORM_BUILD:-1}" == 0 ]]; then
+    local bin missing=0
+    for bin in "${bins[@]}"; do [[ -x "$(profile_dir)/$bin" ]] || missing=1; done
+    ((missing)) || { BUILT=1; return 0; }
+  fi
   say "building ${bins[*]} (cargo --profile $CARGO_PROFILE)" >&2
   (cd "$ROOT" && cargo build --profile "$CARGO_PROFILE" $(printf -- '-p %s ' "${pkgs[@]}") \
     $(printf -- '--bin %s ' "${bins[@]}")) >&2 || die "cargo build failed (see above)"

@@ -107,14 +107,28 @@ async fn create_with_retries(
     retry_for: Duration,
     attempts: &Attempts,
 ) -> anyhow::Result<benches::client::Created> {
+    with_retries(retry_for, attempts, || {
+        client.create_order(order.api, &order.key, &order.customer, "EUR", &order.lines)
+    })
+    .await
+}
+
+/// Runs `request` (each call sends the same request, with the same key) until it is
+/// answered, retrying refusals as a real client does (see the module docs).
+async fn with_retries<T, F, Fut>(
+    retry_for: Duration,
+    attempts: &Attempts,
+    request: F,
+) -> anyhow::Result<T>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
     let started = Instant::now();
     let mut pause = Duration::from_millis(500);
     loop {
-        let result = client
-            .create_order(order.api, &order.key, &order.customer, "EUR", &order.lines)
-            .await;
-        let error = match result {
-            Ok(created) => return Ok(created),
+        let error = match request().await {
+            Ok(answer) => return Ok(answer),
             Err(e) => e,
         };
         let refusal = Refusal::of(&error);
@@ -185,13 +199,18 @@ async fn main() -> anyhow::Result<()> {
             "restocking {} SKUs with {} units ...",
             args.skus, args.restock
         );
+        // Retried like the orders (a loaded machine answered one with 503 once); the
+        // refusals are not counted with the load's.
+        let (retry_for, refusals) = (Duration::from_secs(args.retry_for), Attempts::default());
         let results = futures::stream::iter(0..args.skus)
             .map(|i| {
                 let (client, key) = (client.clone(), format!("loadgen-{run}-restock-{i}"));
+                let (refusals, sku) = (&refusals, pool_sku(i));
                 async move {
-                    let r = client
-                        .adjust(Api::Rest, &key, &pool_sku(i), args.restock, "restock")
-                        .await;
+                    let r = with_retries(retry_for, refusals, || {
+                        client.adjust(Api::Rest, &key, &sku, args.restock, "restock")
+                    })
+                    .await;
                     (i, r)
                 }
             })

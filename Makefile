@@ -30,10 +30,11 @@
 #                (default 45); fuzz/README.md
 #   make fuzz-api  schemathesis (every check and phase) against ingress's and the views
 #                API's OpenAPI documents, on services it starts (needs the cluster up)
-#   make chaos   faults under load on a second cluster of its own (brokers 127.0.0.2-4,
-#                target/chaos/run), then the exactly-once checks (CHAOS=quick|full|ci;
-#                CHAOS_FAULTS="broker-kill broker-stop controller-kill two-brokers
-#                payment-kill ingress-kill registry-stop"; deploy/chaos/run.sh)
+#   make chaos   faults under load on a second cluster of its own (root: brokers in
+#                network namespaces, 10.213.0.2-4; target/chaos/run), then the
+#                exactly-once checks (CHAOS=quick|full|ci; CHAOS_FAULTS="broker-kill
+#                broker-stop controller-kill two-brokers payment-kill ingress-kill
+#                registry-stop partition pipeline-proc-kill"; deploy/chaos/run.sh)
 #   make soak    the services under a fixed load for DURATION (default 10m) at RATE orders/s
 #                (default 20) on a stack of their own on the running cluster; RSS, fds,
 #                threads, lag and client p99 per interval, fails on growth (target/soak/;

@@ -6,9 +6,10 @@
 # on a bridge chaos-br0 = 10.213.0.1 in the root namespace, deploy/chaos/netns.sh; the
 # brokers' certificate names them), so that one can be cut off from the others; the
 # registry on 127.0.0.5, the same ports, no monitoring stack. Needs root and iproute2;
-# the namespaces and the bridge are removed on exit. For each fault, the
-# services run as a fresh stack (benches' stack-serve: free ports, a unique topic
-# prefix) against it; loadgen offers a fixed rate, retrying refused requests with the
+# the namespaces and the bridge are removed on exit (stale ones on start). For each
+# fault, the services run as a fresh stack (benches' stack-serve: free ports, a unique
+# topic prefix) against it, stack-serve also their supervisor: a service that exits by
+# itself (not the harness's kill -9) is started again, and the report lists it; loadgen offers a fixed rate, retrying refused requests with the
 # same Idempotency-Key as a real client does; at FAULT_AT seconds the fault, then the
 # heal; then benches' chaos-check: no accepted order lost, none settled twice, every
 # order one outcome, empty DLQs, the order and stock views equal to the reference

@@ -197,6 +197,13 @@ pub enum PipelineError {
         /// Which thread.
         thread: String,
     },
+
+    /// The connection to a peer process of a multi-process job closed (the peer died):
+    /// the job stops (fail-stop); restart every process of it.
+    #[error(
+        "a peer process of the job was lost (timely's connection closed): restart every process of the job"
+    )]
+    PeerLost,
 }
 
 impl From<BusError> for PipelineError {
@@ -254,7 +261,8 @@ impl PipelineError {
             | PipelineError::Snapshot { .. }
             | PipelineError::Server { .. }
             | PipelineError::Spawn { .. }
-            | PipelineError::Panicked { .. } => Fault::Infrastructure,
+            | PipelineError::Panicked { .. }
+            | PipelineError::PeerLost => Fault::Infrastructure,
         }
     }
 }

@@ -361,7 +361,16 @@ pub fn run_with(
             return Err(e);
         }
     };
-    for (index, result) in guards.join().into_iter().enumerate() {
+    // A lost peer process closes timely's connections: its communication threads panic,
+    // and dropping their guards inside `join` panics again ("Send thread panic"). That
+    // is the fail-stop the README documents, so it ends here as an error (exit 1, the
+    // orderly shutdown below), not as a panic out of `run` (exit 101, nothing logged).
+    let joined = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| guards.join()))
+        .unwrap_or_else(|_| {
+            shared.fail(PipelineError::PeerLost);
+            Vec::new()
+        });
+    for (index, result) in joined.into_iter().enumerate() {
         if let Err(panic) = result {
             tracing::error!(worker = index, "worker thread panicked: {panic}");
             shared.fail(PipelineError::Panicked {

@@ -65,19 +65,23 @@ fn code(e: &KafkaError) -> Option<RDKafkaErrorCode> {
     e.rdkafka_error_code()
 }
 
+/// The write probe's size: more than any topic accepts, the dead-letter topics included.
+const PROBE_BYTES: usize = eventbus::dlq::MAX_RECORD_BYTES + 500_000;
+
 /// Writes one record bigger than the topic allows. `Ok(())` means the broker got past
 /// authorization (and refused the size); `Err` carries any other error.
 async fn write_probe(settings: &KafkaSettings, topic: &str) -> Result<(), KafkaError> {
     let options = ProducerOptions {
         tuning: client::tuning([
-            // Let the client send what the broker will refuse (default 1 MB on both).
-            ("message.max.bytes", "3000000".to_owned()),
+            // Let the client send what the broker will refuse (the client's default is
+            // 1 MB; the dead-letter topics accept up to `dlq::MAX_RECORD_BYTES`).
+            ("message.max.bytes", (2 * PROBE_BYTES).to_string()),
             ("message.timeout.ms", "20000".to_owned()),
         ]),
     };
     let producer = client::producer(settings, &options, context()).expect("producer");
     // Random bytes: nothing compresses them under the limit.
-    let payload: Vec<u8> = (0..1_600_000u32)
+    let payload: Vec<u8> = (0..PROBE_BYTES as u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
     let sent = producer

@@ -1,7 +1,8 @@
 //! `busctl`: the operator's tool for the local platform and any cluster like it.
 //!
 //! `busctl wait` polls until the cluster is ready, `busctl topics apply` brings topics in
-//! line with `deploy/topics.toml`, `busctl status` prints brokers, under-replicated
+//! line with `deploy/topics.toml`, `busctl topics delete-scratch` removes what killed test
+//! stacks left, `busctl status` prints brokers, under-replicated
 //! partitions and registry health. `make up`, `make status` and CI call it.
 //! `busctl acls check` validates `deploy/acls.toml`, `busctl acls render` prints its
 //! bindings for `deploy/local/AclSync.java` (`make acls`); `busctl strimzi render` prints
@@ -14,6 +15,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use eventbus::admin::{Admin, Change, Health, TopicList, wait_ready};
+
+/// The name prefix of the scratch stacks' topics (`benches::stack::Stack`).
+const SCRATCH_PREFIX: &str = "stack-";
 
 #[derive(Parser)]
 #[command(
@@ -85,6 +89,14 @@ enum TopicsCommand {
         /// The topic list.
         #[arg(long, default_value = "deploy/topics.toml")]
         file: PathBuf,
+    },
+    /// List the topics of scratch stacks (`stack-<id>-…`) that killed tests or benchmarks
+    /// left behind, and delete them with `--yes`. Every partition adds to the brokers' CPU
+    /// per fetch; run it only while no test or benchmark is running.
+    DeleteScratch {
+        /// Delete them (without it, only list them).
+        #[arg(long)]
+        yes: bool,
     },
 }
 
@@ -197,6 +209,42 @@ async fn main() -> anyhow::Result<()> {
             }
             eprintln!("  {} topic(s) declared, {n} changed", list.topics.len());
         }
+        Command::Topics {
+            command: TopicsCommand::DeleteScratch { yes },
+        } => {
+            let meta = tokio::task::block_in_place(|| admin.metadata(Duration::from_secs(10)))?;
+            let scratch: Vec<(String, usize)> = meta
+                .topics()
+                .iter()
+                .filter(|t| t.name().starts_with(SCRATCH_PREFIX))
+                .map(|t| (t.name().to_owned(), t.partitions().len()))
+                .collect();
+            let partitions: usize = scratch.iter().map(|(_, n)| n).sum();
+            for (name, n) in &scratch {
+                eprintln!("  {name} ({n} partitions)");
+            }
+            if scratch.is_empty() || !yes {
+                eprintln!(
+                    "  {} scratch topic(s), {partitions} partition(s){}",
+                    scratch.len(),
+                    if scratch.is_empty() {
+                        ""
+                    } else {
+                        "; --yes deletes them"
+                    }
+                );
+            } else {
+                let names: Vec<&str> = scratch.iter().map(|(n, _)| n.as_str()).collect();
+                admin
+                    .delete_topics(&names)
+                    .await
+                    .context("deleting the scratch topics")?;
+                eprintln!(
+                    "  deleted {} scratch topic(s), {partitions} partition(s)",
+                    names.len()
+                );
+            }
+        }
         Command::Schemas {
             command: SchemasCommand::Register,
             registry,
@@ -243,6 +291,18 @@ async fn main() -> anyhow::Result<()> {
                     .join("  ")
             );
             println!("  topics: {}, partitions: {}", h.topics, h.partitions);
+            let scratch: usize = meta
+                .topics()
+                .iter()
+                .filter(|t| t.name().starts_with(SCRATCH_PREFIX))
+                .map(|t| t.partitions().len())
+                .sum();
+            if scratch > 0 {
+                println!(
+                    "  scratch partitions (test stacks): {scratch}; when no test runs, \
+                     `busctl topics delete-scratch --yes` removes them"
+                );
+            }
             println!(
                 "  under-replicated partitions: {}{}",
                 h.under_replicated.len(),

@@ -53,3 +53,42 @@ pub fn java_properties(settings: &KafkaSettings) -> Option<PathBuf> {
     let properties = conf.with_extension("properties");
     properties.is_file().then_some(properties)
 }
+
+/// Topics and partitions of the cluster, and how many of them belong to scratch stacks
+/// (`stack-<id>-…`, [`crate::stack::Stack`]) that a killed test or benchmark left behind.
+///
+/// Why the benchmarks report it: every partition a broker leads or follows is visited by
+/// every fetch of its sessions (the followers' replication sessions hold all of them), so
+/// the brokers' CPU per request grows with the partition count. Measured on 3 December:
+/// at 50 orders/s the three brokers used 1.40 cores with 331 partitions (264 of them
+/// left by six killed stacks) and 0.98 cores with 67, while serving more requests.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ClusterShape {
+    /// Topics visible to the principal.
+    pub topics: usize,
+    /// Their partitions.
+    pub partitions: usize,
+    /// Partitions of topics named `stack-…`: scratch stacks (the run's own stack is
+    /// started later, so at the start these are all other runs').
+    pub scratch_partitions: usize,
+}
+
+/// Reads [`ClusterShape`] from the cluster's metadata. Blocking: call from a blocking
+/// context.
+pub fn cluster_shape(settings: &KafkaSettings) -> Result<ClusterShape, eventbus::BusError> {
+    let admin = eventbus::admin::Admin::new(settings)?;
+    let meta = admin.metadata(std::time::Duration::from_secs(10))?;
+    let mut shape = ClusterShape {
+        topics: 0,
+        partitions: 0,
+        scratch_partitions: 0,
+    };
+    for t in meta.topics() {
+        shape.topics += 1;
+        shape.partitions += t.partitions().len();
+        if t.name().starts_with("stack-") {
+            shape.scratch_partitions += t.partitions().len();
+        }
+    }
+    Ok(shape)
+}

@@ -98,6 +98,22 @@ async fn main() -> anyhow::Result<()> {
     });
     let record_size = floor::order_record_size(&mix);
     let kafka = benches::cluster::kafka_settings();
+    // The partition count drives the brokers' CPU per fetch: say what the run met.
+    let shape = {
+        let kafka = kafka.clone();
+        tokio::task::spawn_blocking(move || benches::cluster::cluster_shape(&kafka)).await?
+    };
+    match &shape {
+        Ok(s) if s.scratch_partitions > 0 => eprintln!(
+            "pipeline-bench: warning: {} of the cluster's {} partitions belong to scratch stacks \
+             (`stack-…` topics) that earlier runs left; they raise the brokers' CPU per request \
+             (delete them when no test or benchmark runs)",
+            s.scratch_partitions, s.partitions
+        ),
+        Ok(_) => {}
+        Err(e) => eprintln!("pipeline-bench: cluster metadata unavailable: {e}"),
+    }
+    machine["cluster"] = json!(shape.ok());
     eprintln!(
         "pipeline-bench ({:?} mode): loads {:?} orders/s × {} s, order.created records of {record_size} B; machine load {}",
         args.mode,

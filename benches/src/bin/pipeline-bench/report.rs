@@ -47,6 +47,13 @@ pub(crate) fn markdown(
         m["loadavg_at_start"].as_str().unwrap_or("?"),
         m["loadavg_at_end"].as_str().unwrap_or("?")
     ));
+    let c = &m["cluster"];
+    if c.is_object() {
+        s.push_str(&format!(
+            "Cluster at the start: {} topics, {} partitions ({} of them of other runs' scratch stacks).  \n",
+            c["topics"], c["partitions"], c["scratch_partitions"]
+        ));
+    }
     s.push_str(&format!(
         "Records: {} B (an order.created event: Avro + 5-byte header), acks=all, idempotence, RF 3, \
          min.insync.replicas 2, 6 partitions. Everything (3 brokers, registry, services, load, tools) \

@@ -19,7 +19,10 @@
 //!    their dead letters, one [`ProgressRecord`] on the progress topic, `commit`. When it
 //!    falls behind it commits several queued epochs in one transaction (one progress
 //!    record lists them all), which is how the sink keeps up when a commit takes longer
-//!    than an epoch.
+//!    than an epoch. Before it picks the epochs of a transaction it waits out eventbus's
+//!    settle pause ([`TransactionalProducer::settle`], 10 ms after the previous commit):
+//!    begun earlier, the transaction would wait ~20 ms for the coordinator instead, and
+//!    the epochs closed during the pause join it.
 //! 4. After the commit the thread acknowledges the last epoch to worker 0 (channel plus
 //!    `SyncActivator`) and applies the epochs to the [`Views`]. Worker 0 holds a
 //!    capability for every epoch until it is acknowledged, so the operator's output
@@ -465,6 +468,9 @@ impl SinkThread {
                     tracing::info!(as_of = ?epoch, "views rebuilt");
                 }
                 SinkCommand::Commit(first) => {
+                    // The coordinator's pause after the previous commit: epochs closed
+                    // meanwhile join this transaction (eventbus's "settle pause").
+                    self.producer.settle();
                     let mut group = vec![*first];
                     while group.len() < self.config.max_epochs_per_transaction {
                         match self.commands.try_recv() {

@@ -17,6 +17,7 @@ use schemas::{OrderCreated, OrderLine};
 use serde::Serialize;
 
 use crate::plan::Plan;
+use crate::txn_hop::{self, TxnHop};
 
 /// Kafka's figures of one run.
 #[derive(Debug, Clone, Serialize)]
@@ -25,6 +26,8 @@ pub(crate) struct Floor {
     pub(crate) producer_performance: ProducerPerf,
     /// One hop, one record at a time.
     pub(crate) end_to_end_latency: EndToEnd,
+    /// One transactional hop (one record per transaction, read_committed), one at a time.
+    pub(crate) transactional_hop: TxnHop,
 }
 
 /// The average size of the order.created records the load produces, as ingress writes
@@ -48,7 +51,8 @@ pub(crate) fn order_record_size(mix: &OrderMix) -> usize {
     mean_framed_size(&events)
 }
 
-/// Runs both tools on two topics of run `run`'s own, deleted afterwards.
+/// Runs both tools and the transactional hop on three topics of run `run`'s own, deleted
+/// afterwards.
 pub(crate) async fn run_floor(
     kafka: &KafkaSettings,
     plan: &Plan,
@@ -57,10 +61,15 @@ pub(crate) async fn run_floor(
 ) -> anyhow::Result<Floor> {
     let pp_topic = format!("bench-floor-pp-{run}");
     let e2e_topic = format!("bench-floor-e2e-{run}");
+    let txn_topic = format!("bench-floor-txn-{run}");
     let tools = ToolConnection::for_settings(kafka)?;
-    let admin = topics::create(kafka, &[&pp_topic, &e2e_topic], 6)
-        .await
-        .context("creating the floor topics")?;
+    let admin = topics::create(
+        kafka,
+        &[&pp_topic, &e2e_topic, &txn_topic],
+        txn_hop::PARTITIONS as usize,
+    )
+    .await
+    .context("creating the floor topics")?;
     let result = async {
         eprintln!(
             "floor: ProducerPerformance, {} records of {record_size} B, acks=all, idempotence ...",
@@ -96,12 +105,37 @@ pub(crate) async fn run_floor(
             "floor: EndToEndLatency avg {:.2} ms, p50 {} ms, p99 {} ms",
             e2e.avg_ms, e2e.p50_ms, e2e.p99_ms
         );
+        eprintln!(
+            "floor: transactional hop, {} transactions of one {record_size} B record, read_committed ...",
+            plan.txn_records
+        );
+        let txn = {
+            let (k, t, n, id) = (
+                kafka.clone(),
+                txn_topic.clone(),
+                plan.txn_records,
+                format!("bench-floor-txn-{run}"),
+            );
+            let wait = plan.fetch_wait_ms;
+            let settle = std::time::Duration::from_millis(plan.txn_settle_ms);
+            tokio::task::spawn_blocking(move || {
+                txn_hop::run(&k, &t, &id, n, record_size, wait, settle)
+            })
+                .await??
+        };
+        eprintln!(
+            "floor: transactional hop visible p50 {:.1} ms, p99 {:.1} ms (commit p50 {:.1} ms)",
+            txn.visible.p50_ms, txn.visible.p99_ms, txn.commit.p50_ms
+        );
         anyhow::Ok(Floor {
             producer_performance: pp,
             end_to_end_latency: e2e,
+            transactional_hop: txn,
         })
     }
     .await;
-    let _ = admin.delete_topics(&[&pp_topic, &e2e_topic]).await;
+    let _ = admin
+        .delete_topics(&[&pp_topic, &e2e_topic, &txn_topic])
+        .await;
     result
 }

@@ -52,6 +52,7 @@ mod report;
 mod stages;
 mod step;
 mod transactions;
+mod txn_hop;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

@@ -43,6 +43,13 @@ pub(crate) struct Args {
     /// EndToEndLatency records (default: by mode).
     #[arg(long)]
     pub(crate) e2e_records: Option<u64>,
+    /// Transactions of the transactional hop (default: by mode).
+    #[arg(long)]
+    pub(crate) txn_records: Option<u64>,
+    /// The transactional hop's pause after each commit, ms (default: eventbus's settle
+    /// pause, what the services use; 0 shows what back-to-back transactions cost).
+    #[arg(long)]
+    pub(crate) txn_settle_ms: Option<u64>,
     /// Timely worker threads of the pipeline.
     #[arg(long, default_value_t = 2)]
     pub(crate) workers: usize,
@@ -90,6 +97,12 @@ pub(crate) struct Plan {
     pub(crate) producer_records: u64,
     /// EndToEndLatency records.
     pub(crate) e2e_records: u64,
+    /// Transactions of the transactional hop (one record each).
+    pub(crate) txn_records: u64,
+    /// The transactional hop's settle pause, ms.
+    pub(crate) txn_settle_ms: u64,
+    /// `fetch.wait.max.ms` of the readers (the matcher's and the transactional hop's).
+    pub(crate) fetch_wait_ms: u64,
     /// Orders/s of the warm-up.
     pub(crate) warmup_rate: f64,
     /// Seconds of the warm-up.
@@ -103,12 +116,18 @@ pub(crate) struct Plan {
 impl Plan {
     /// The plan of `args`' mode with `args`' overrides.
     pub(crate) fn of(args: &Args) -> Plan {
+        let settle_ms = args
+            .txn_settle_ms
+            .unwrap_or(eventbus::transaction::DEFAULT_SETTLE.as_millis() as u64);
         let mut plan = match args.mode {
             Mode::Short => Plan {
                 rates: vec![50.0, 200.0],
                 step_s: 20,
                 producer_records: 20_000,
                 e2e_records: 2_000,
+                txn_records: 200,
+                txn_settle_ms: settle_ms,
+                fetch_wait_ms: args.fetch_wait_ms,
                 warmup_rate: 20.0,
                 warmup_s: 3,
                 drain_wait_s: 15,
@@ -119,6 +138,9 @@ impl Plan {
                 step_s: 60,
                 producer_records: 200_000,
                 e2e_records: 10_000,
+                txn_records: 1_000,
+                txn_settle_ms: settle_ms,
+                fetch_wait_ms: args.fetch_wait_ms,
                 warmup_rate: 20.0,
                 warmup_s: 5,
                 drain_wait_s: 60,
@@ -136,6 +158,9 @@ impl Plan {
         }
         if let Some(n) = args.e2e_records {
             plan.e2e_records = n;
+        }
+        if let Some(n) = args.txn_records {
+            plan.txn_records = n;
         }
         plan
     }

@@ -78,6 +78,29 @@ pub(crate) fn markdown(
                     "| EndToEndLatency (one hop, one record at a time) | {when} | {} | – | {:.2} | {:.0} | {:.0} |\n",
                     e.records, e.avg_ms, e.p50_ms, e.p99_ms
                 ));
+                let t = &f.transactional_hop;
+                s.push_str(&format!(
+                    "| transactional hop (eventbus, one record per transaction, read_committed): begin → readable | {when} | {} | – | – | {:.1} | {:.1} |\n",
+                    t.transactions, t.visible.p50_ms, t.visible.p99_ms
+                ));
+            }
+            s.push('\n');
+            for (when, f) in [("before", Some(f)), ("after", after)] {
+                let Some(t) = f.map(|f| &f.transactional_hop) else {
+                    continue;
+                };
+                s.push_str(&format!(
+                    "Transactional hop {when}: {:.1} transactions/s one after another; begin → delivery acknowledged p50 {:.1} / p99 {:.1} ms, \
+                     begin → commit returned p50 {:.1} / p99 {:.1} ms, \
+                     commit returned → readable p50 {:.1} / p99 {:.1} ms.  \n",
+                    t.per_sec,
+                    t.produce.p50_ms,
+                    t.produce.p99_ms,
+                    t.commit.p50_ms,
+                    t.commit.p99_ms,
+                    t.after_commit.p50_ms,
+                    t.after_commit.p99_ms
+                ));
             }
             s.push('\n');
         }

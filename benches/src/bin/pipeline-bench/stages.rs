@@ -12,8 +12,8 @@
 //! | ingress accept | request sent | `order.created` produced |
 //! | produce → 201 | `order.created` produced | 201 received (acks=all) |
 //! | payment | `order.created` produced | `payment.completed` produced |
-//! | payment commit → sale produced | `payment.completed` produced | sale record produced (payment's commit, the pipeline's read, epoch close, sink transaction) |
-//! | sink commit → readable | sale record produced | sale readable (read_committed) |
+//! | outcome produced → sale produced | `payment.completed` produced | sale record produced (payment's commit, the pipeline's read, epoch close, the wait for the sink's transaction in flight) |
+//! | sale produced → readable | sale record produced | sale readable (read_committed): the rest of the sink's transaction, its commit and markers |
 //!
 //! The produce → 201 stage overlaps the payment stage (both start at the produce); the
 //! others follow each other, so ingress accept + payment + the last two is the sale's
@@ -39,8 +39,8 @@ pub(crate) const NAMES: [&str; 5] = [
     "ingress accept (request sent → order.created produced)",
     "produce → 201 (acks=all)",
     "payment (order.created → payment.completed produced)",
-    "payment commit → sale produced (pipeline read, epoch, sink transaction)",
-    "sink commit → sale readable",
+    "outcome produced → sale produced (payment's commit, pipeline read, epoch, sink queue)",
+    "sale produced → readable (sink's commit and markers)",
 ];
 
 /// The record timestamps of every order of a run, by order index.

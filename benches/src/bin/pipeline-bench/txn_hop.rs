@@ -12,8 +12,8 @@
 //!
 //! The path is the sink's own: eventbus's [`TransactionalProducer`] (`begin`, one record,
 //! [`TransactionalProducer::await_deliveries`], `commit`), `linger.ms=0` (one record per
-//! transaction: nothing to batch), and a reader on a thread of its own with the
-//! matcher's `fetch.wait.max.ms`. Per transaction: **produce** = begin → the record's
+//! transaction: nothing to batch), and the matcher's reader ([`start_reader`]: a thread
+//! of its own, read_committed, the matcher's `fetch.wait.max.ms`). Per transaction: **produce** = begin → the record's
 //! delivery acknowledged, **commit** = begin → commit returned,
 //! **visible** = begin → the reader has the record, **after commit** = the difference.
 //! Each transaction begins after eventbus's settle pause since the previous one
@@ -27,13 +27,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use benches::stats::Summary;
-use eventbus::client::{self, ReaderOptions, TransactionalOptions};
-use eventbus::context::BusContext;
-use eventbus::kafka::{BaseRecord, Consumer, Message, Offset, TopicPartitionList};
-use eventbus::{BusMetrics, KafkaSettings, TransactionalProducer};
+use eventbus::client::{self, TransactionalOptions};
+use eventbus::kafka::{BaseRecord, BorrowedMessage, Message};
+use eventbus::{BusMetrics, KafkaSettings, RegistryClient, TransactionalProducer};
 use serde::Serialize;
 
-/// Partitions of the hop's topic (as the pipeline's outputs).
+use crate::reader::{OnRecord, start_reader};
+
+/// Partitions of the hop's topic, as the pipeline's outputs (the reader reads them all).
 pub(crate) const PARTITIONS: i32 = 6;
 
 /// The figures of one run of the hop.
@@ -69,44 +70,14 @@ pub(crate) fn run(
 ) -> anyhow::Result<TxnHop> {
     let stop = Arc::new(AtomicBool::new(false));
     let (seen_tx, seen) = mpsc::channel::<(u64, Instant)>();
-    let reader = {
-        let consumer = client::reader(
-            kafka,
-            &ReaderOptions {
-                read_committed: true,
-                tuning: client::tuning([
-                    // As the pipeline-bench's matcher: the most the reader adds.
-                    ("fetch.wait.max.ms", fetch_wait_ms.to_string()),
-                ]),
-                ..Default::default()
-            },
-            BusContext::new("pipeline-bench/txn-hop-reader", None, BusMetrics::default()),
-        )?;
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..PARTITIONS {
-            tpl.add_partition_offset(topic, p, Offset::Beginning)?;
-        }
-        consumer.assign(&tpl)?;
-        let stop = stop.clone();
-        std::thread::Builder::new()
-            .name("txn-hop-reader".into())
-            .spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    if let Some(Ok(msg)) = consumer.poll(Duration::from_millis(50)) {
-                        let at = Instant::now();
-                        let key = msg
-                            .key()
-                            .and_then(|k| <[u8; 8]>::try_from(k).ok())
-                            .map(u64::from_be_bytes);
-                        if let Some(i) = key
-                            && seen_tx.send((i, at)).is_err()
-                        {
-                            return;
-                        }
-                    }
-                }
-            })?
-    };
+    let reader = start_reader(
+        kafka,
+        "txn-hop-reader",
+        vec![topic.to_owned()],
+        Arc::new(ReadClock(seen_tx)),
+        stop.clone(),
+        fetch_wait_ms,
+    )?;
     let result = (|| {
         let producer = TransactionalProducer::new(
             kafka,
@@ -141,7 +112,10 @@ pub(crate) fn run(
                 match seen.recv_timeout(Duration::from_secs(30)) {
                     Ok((k, at)) if k == i => break at,
                     Ok(_) => continue,
-                    Err(_) => bail!("transaction {i}: its record was not readable within 30 s"),
+                    Err(_) => bail!(
+                        "transaction {i}: its record was not readable within 30 s ({} reader errors)",
+                        reader.errors()
+                    ),
                 }
             };
             produce.push(delivered - t0);
@@ -160,6 +134,27 @@ pub(crate) fn run(
         })
     })();
     stop.store(true, Ordering::Relaxed);
-    let _ = reader.join();
+    reader.join();
     result
+}
+
+/// Hands each record's key (the transaction's index) and read time to the hop.
+struct ReadClock(mpsc::Sender<(u64, Instant)>);
+
+impl OnRecord for ReadClock {
+    async fn record(
+        &self,
+        _registry: &RegistryClient,
+        _topic: &str,
+        msg: &BorrowedMessage<'_>,
+        at: Instant,
+    ) {
+        if let Some(i) = msg
+            .key()
+            .and_then(|k| <[u8; 8]>::try_from(k).ok())
+            .map(u64::from_be_bytes)
+        {
+            let _ = self.0.send((i, at));
+        }
+    }
 }

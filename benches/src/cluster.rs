@@ -68,7 +68,7 @@ pub struct ClusterShape {
     pub topics: usize,
     /// Their partitions.
     pub partitions: usize,
-    /// Partitions of topics named `stack-…`: scratch stacks (the run's own stack is
+    /// Partitions of scratch stacks' topics (`eventbus::admin::SCRATCH_PREFIX`; the run's own stack is
     /// started later, so at the start these are all other runs').
     pub scratch_partitions: usize,
 }
@@ -76,19 +76,12 @@ pub struct ClusterShape {
 /// Reads [`ClusterShape`] from the cluster's metadata. Blocking: call from a blocking
 /// context.
 pub fn cluster_shape(settings: &KafkaSettings) -> Result<ClusterShape, eventbus::BusError> {
-    let admin = eventbus::admin::Admin::new(settings)?;
-    let meta = admin.metadata(std::time::Duration::from_secs(10))?;
-    let mut shape = ClusterShape {
-        topics: 0,
-        partitions: 0,
-        scratch_partitions: 0,
-    };
-    for t in meta.topics() {
-        shape.topics += 1;
-        shape.partitions += t.partitions().len();
-        if t.name().starts_with("stack-") {
-            shape.scratch_partitions += t.partitions().len();
-        }
-    }
-    Ok(shape)
+    use eventbus::admin::{Admin, Health, scratch_topics};
+    let meta = Admin::new(settings)?.metadata(std::time::Duration::from_secs(10))?;
+    let health = Health::from_metadata(&meta);
+    Ok(ClusterShape {
+        topics: health.topics,
+        partitions: health.partitions,
+        scratch_partitions: scratch_topics(&meta).iter().map(|(_, n)| n).sum(),
+    })
 }

@@ -116,7 +116,11 @@ impl Stack {
         pipeline_args: &[&str],
         options: &StackOptions,
     ) -> anyhow::Result<Stack> {
-        let prefix = format!("stack-{}-", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let prefix = format!(
+            "{}{}-",
+            eventbus::admin::SCRATCH_PREFIX,
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
         let kafka = crate::cluster::kafka_settings();
         let registry = RegistryClient::new(&RegistryConfig::from_env())?;
 

@@ -448,6 +448,21 @@ impl Admin {
     }
 }
 
+/// The name prefix of scratch stacks' topics: tests and benchmarks run the services on
+/// `stack-<id>-…` copies of every topic and delete them when they end; a killed run
+/// leaves them behind, and every partition adds to the brokers' CPU per fetch.
+pub const SCRATCH_PREFIX: &str = "stack-";
+
+/// The topics of scratch stacks ([`SCRATCH_PREFIX`]) in `meta`, with their partition
+/// counts.
+pub fn scratch_topics(meta: &Metadata) -> Vec<(String, usize)> {
+    meta.topics()
+        .iter()
+        .filter(|t| t.name().starts_with(SCRATCH_PREFIX))
+        .map(|t| (t.name().to_owned(), t.partitions().len()))
+        .collect()
+}
+
 /// A snapshot of cluster health.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Health {

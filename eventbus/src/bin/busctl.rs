@@ -14,10 +14,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use eventbus::admin::{Admin, Change, Health, TopicList, wait_ready};
-
-/// The name prefix of the scratch stacks' topics (`benches::stack::Stack`).
-const SCRATCH_PREFIX: &str = "stack-";
+use eventbus::admin::{Admin, Change, Health, TopicList, scratch_topics, wait_ready};
 
 #[derive(Parser)]
 #[command(
@@ -213,12 +210,7 @@ async fn main() -> anyhow::Result<()> {
             command: TopicsCommand::DeleteScratch { yes },
         } => {
             let meta = tokio::task::block_in_place(|| admin.metadata(Duration::from_secs(10)))?;
-            let scratch: Vec<(String, usize)> = meta
-                .topics()
-                .iter()
-                .filter(|t| t.name().starts_with(SCRATCH_PREFIX))
-                .map(|t| (t.name().to_owned(), t.partitions().len()))
-                .collect();
+            let scratch = scratch_topics(&meta);
             let partitions: usize = scratch.iter().map(|(_, n)| n).sum();
             for (name, n) in &scratch {
                 eprintln!("  {name} ({n} partitions)");
@@ -291,12 +283,7 @@ async fn main() -> anyhow::Result<()> {
                     .join("  ")
             );
             println!("  topics: {}, partitions: {}", h.topics, h.partitions);
-            let scratch: usize = meta
-                .topics()
-                .iter()
-                .filter(|t| t.name().starts_with(SCRATCH_PREFIX))
-                .map(|t| t.partitions().len())
-                .sum();
+            let scratch: usize = scratch_topics(&meta).iter().map(|(_, n)| n).sum();
             if scratch > 0 {
                 println!(
                     "  scratch partitions (test stacks): {scratch}; when no test runs, \

@@ -8,7 +8,9 @@
 use std::collections::HashMap;
 
 /// Each metric of a Prometheus text exposition, summed over its labels
-/// (`name{…} value` lines; comments and unparsable lines skipped).
+/// (`name{…} value` lines; comments and unparsable lines skipped); and each under
+/// `name{label="value"}` for each of its labels but `le`, summed over the others, for
+/// a figure of one label value (one step of a transaction).
 pub fn sums(text: &str) -> HashMap<String, f64> {
     let mut out: HashMap<String, f64> = HashMap::new();
     for line in text.lines().filter(|l| !l.starts_with('#')) {
@@ -18,8 +20,13 @@ pub fn sums(text: &str) -> HashMap<String, f64> {
         let Ok(value) = value.parse::<f64>() else {
             continue;
         };
-        let base = name.split('{').next().unwrap_or(name).to_owned();
-        *out.entry(base).or_default() += value;
+        let (base, labels) = name.split_once('{').unwrap_or((name, ""));
+        for label in labels.trim_end_matches('}').split(',') {
+            if !label.is_empty() && !label.starts_with("le=") {
+                *out.entry(format!("{base}{{{label}}}")).or_default() += value;
+            }
+        }
+        *out.entry(base.to_owned()).or_default() += value;
     }
     out
 }
@@ -47,7 +54,15 @@ mod tests {
         let m = sums(text);
         assert_eq!(m.get("pipeline_input_lag"), Some(&7.5));
         assert_eq!(m.get("pipeline_sink_commit_seconds_count"), Some(&10.0));
-        assert_eq!(m.len(), 2);
+        assert_eq!(m.get("pipeline_input_lag{partition=\"1\"}"), Some(&4.5));
+        assert_eq!(m.get("pipeline_input_lag{topic=\"a\"}"), Some(&7.5));
+        assert_eq!(m.len(), 5);
+        let steps =
+            "s_bucket{step=\"commit\",le=\"0.1\"} 2\ns_sum{producer=\"p\",step=\"commit\"} 0.5\n";
+        let m = sums(steps);
+        assert_eq!(m.get("s_sum{step=\"commit\"}"), Some(&0.5));
+        assert_eq!(m.get("s_bucket{step=\"commit\"}"), Some(&2.0));
+        assert!(!m.keys().any(|k| k.contains("le=")), "{m:?}");
         assert!(sums("").is_empty());
     }
 }

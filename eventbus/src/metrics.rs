@@ -17,6 +17,7 @@
 //! | `eventbus_handler_duration_seconds` | topic | handler latency, every attempt |
 //! | `eventbus_rebalances_total` | consumergroup, kind | assignment changes of a group consumer: `assigned`, `revoked`, `error` |
 //! | `kafka_consumergroup_lag` | consumergroup, topic, partition | high watermark minus the group's committed offset |
+//! | `eventbus_transaction_step_seconds` | producer, step | one step of a [`crate::TransactionalProducer`]'s transactions: `settle`, `begin`, `send`, `offsets`, `deliveries`, `commit`, `abort` |
 //!
 //! The lag has the name and labels kafka_exporter gives it, so the usual dashboards and
 //! alert rules apply unchanged. A group consumer whose offsets are committed by the
@@ -48,6 +49,8 @@ pub struct BusMetrics {
     pub consumer_lag: IntGaugeVec,
     /// Assignment changes of group consumers, by group and kind.
     pub rebalances: IntCounterVec,
+    /// The steps of transactional producers' transactions, by producer and step.
+    pub transaction_step: HistogramVec,
 }
 
 impl BusMetrics {
@@ -105,6 +108,21 @@ impl BusMetrics {
             &["topic"],
         )?;
         registry.register(Box::new(handler_duration.clone()))?;
+        // Finer at the low end than the handler's: the steps of a transaction take from
+        // tens of microseconds (begin) to tens of milliseconds (commit).
+        let transaction_step = HistogramVec::new(
+            HistogramOpts::new(
+                "eventbus_transaction_step_seconds",
+                "One step of a transactional producer's transactions (settle, begin, send, \
+                 offsets, deliveries, commit, abort).",
+            )
+            .buckets(vec![
+                0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1,
+                0.15, 0.25, 0.5, 1.0, 2.5, 10.0,
+            ]),
+            &["producer", "step"],
+        )?;
+        registry.register(Box::new(transaction_step.clone()))?;
         let rebalances = counter(
             "eventbus_rebalances_total",
             "Assignment changes of a group consumer (assigned, revoked, error).",
@@ -129,6 +147,7 @@ impl BusMetrics {
             handler_duration,
             consumer_lag,
             rebalances,
+            transaction_step,
         })
     }
 

@@ -26,6 +26,7 @@
 //! | `pipeline_snapshot_rejected_total` | | snapshots skipped at start (torn, corrupt, not covered by the progress topic) |
 //! | `pipeline_snapshot_skipped_total` | | markers not written because the writer was busy |
 //! | `pipeline_snapshot_failed_total` | | snapshot writes that failed (the job goes on) |
+//! | `eventbus_transaction_step_seconds` | producer (`sink`), step | where the sink's transactions spend their time (eventbus's [`eventbus::transaction`] module docs) |
 //!
 //! Records replayed after a snapshot are `pipeline_replayed_total`.
 //!
@@ -77,6 +78,8 @@ pub struct Metrics {
     /// The epoch of the newest snapshot (0: none), read at scrape time.
     snapshot_epoch: Arc<AtomicU64>,
     snapshot_age: prometheus::Gauge,
+    /// eventbus's metrics, on the same registry (the sink's transaction steps).
+    pub bus: eventbus::BusMetrics,
     /// Size of the newest snapshot.
     pub snapshot_bytes: IntGauge,
     /// Snapshot write durations.
@@ -261,7 +264,9 @@ impl Metrics {
             "pipeline_snapshot_failed_total",
             "Snapshot writes that failed.",
         );
+        let bus = eventbus::BusMetrics::register(&r).expect("fresh registry has no collisions");
         Metrics {
+            bus,
             registry: r,
             snapshot_epoch: Arc::new(AtomicU64::new(0)),
             snapshot_age,

@@ -49,9 +49,12 @@
 //! markers the coordinator writes to every partition afterwards; until those markers
 //! are written, the *next* transaction's `AddPartitionsToTxn`/`AddOffsetsToTxn` are
 //! refused with `CONCURRENT_TRANSACTIONS` and retried by librdkafka. On the local
-//! 3-broker cluster (2 cores) that puts a floor of about 110 ms under every
-//! transaction, whether it carries 100, 500 or 2000 records. Measured with
-//! `tests/throughput.rs` (release binary, 20 000 backlogged orders, default gateway):
+//! 3-broker cluster (2 cores) that put a floor of about 110 ms under every
+//! transaction, whether it carried 100, 500 or 2000 records, when the table below was
+//! measured; since eventbus sends the offsets after the records (3 December), a small
+//! transaction takes about 50 ms (`eventbus_transaction_step_seconds` shows each
+//! step). Measured with `tests/throughput.rs` (release binary, 20 000 backlogged
+//! orders, default gateway):
 //!
 //! | commit_interval / max_batch | outcomes/s (backlog) | p50 / p99 order → outcome visible at 20 orders/s |
 //! |---|---|---|

@@ -263,7 +263,7 @@ fn cost_tables(steps: &[StepReport]) -> String {
          |---|---|---|---|---|---|---|---|---|\n",
     );
     for st in steps {
-        let t = st.transactions.unwrap_or_default();
+        let t = st.transactions.clone().unwrap_or_default();
         s.push_str(&format!(
             "| {} | {:.0} | {} | {} | {:.0} | {} | {} | {} | {} |\n",
             st.offered_per_sec,
@@ -276,6 +276,33 @@ fn cost_tables(steps: &[StepReport]) -> String {
             fmt_opt(t.sink.epochs_per_transaction, 1),
             fmt_opt(st.kafka_records.as_ref().map(|k| k.written_per_sec), 0),
         ));
+    }
+    s.push_str(&steps_table(steps));
+    s
+}
+
+/// Per load and writer: the mean ms per committed transaction in each step.
+fn steps_table(steps: &[StepReport]) -> String {
+    use crate::transactions::STEPS;
+    let mut s = String::from(
+        "\n### Where a transaction's time goes: mean ms per committed transaction, by step \
+         (eventbus_transaction_step_seconds)\n\n| offered /s | writer |",
+    );
+    for step in STEPS {
+        s.push_str(&format!(" {step} |"));
+    }
+    s.push_str("\n|---|---|");
+    s.push_str(&"---|".repeat(STEPS.len()));
+    s.push('\n');
+    for st in steps {
+        let t = st.transactions.clone().unwrap_or_default();
+        for (writer, w) in [("payment", &t.payment), ("sink", &t.sink)] {
+            s.push_str(&format!("| {} | {writer} |", st.offered_per_sec));
+            for step in STEPS {
+                s.push_str(&format!(" {} |", fmt_opt(w.steps_ms.get(step).copied(), 1)));
+            }
+            s.push('\n');
+        }
     }
     s
 }

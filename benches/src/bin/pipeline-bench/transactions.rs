@@ -6,13 +6,18 @@
 //! records per transaction are the first figures to read when the end-to-end latency
 //! or the CPU per order moves. Histogram means come from `_sum` / `_count` deltas over
 //! the step (the series summed over labels, as [`benches::metrics::sums`] reads them).
+//!
+//! Where each transaction's time goes comes from eventbus's
+//! `eventbus_transaction_step_seconds{step}` (see `eventbus::transaction`): per step, its
+//! time over the load divided by the transactions committed, so the steps of a writer
+//! add up to about its whole transaction (plus the settle pause before it).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
 /// The transaction figures of one writer over a step.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub(crate) struct Writer {
     pub(crate) transactions: f64,
     /// Mean begin → commit, ms.
@@ -21,10 +26,34 @@ pub(crate) struct Writer {
     pub(crate) records_per_transaction: Option<f64>,
     /// Mean epochs per transaction (the sink only).
     pub(crate) epochs_per_transaction: Option<f64>,
+    /// Mean ms per committed transaction spent in each of [`STEPS`] (absent: no
+    /// transaction, or a service without the step timers).
+    pub(crate) steps_ms: BTreeMap<&'static str, f64>,
+}
+
+/// The timed steps of a transaction, in their order (eventbus's step names; `abort` is
+/// left out: it is not part of a committed transaction).
+pub(crate) const STEPS: [&str; 6] = ["settle", "begin", "send", "offsets", "deliveries", "commit"];
+
+/// Mean ms per committed transaction of each step, from one service's scrapes.
+fn steps_ms(
+    before: &HashMap<String, f64>,
+    after: &HashMap<String, f64>,
+) -> BTreeMap<&'static str, f64> {
+    let name = |step: &str, what: &str| {
+        format!("eventbus_transaction_step_seconds_{what}{{step=\"{step}\"}}")
+    };
+    let committed = delta(before, after, &name("commit", "count"));
+    STEPS
+        .iter()
+        .filter_map(|step| {
+            mean(1e3 * delta(before, after, &name(step, "sum")), committed).map(|ms| (*step, ms))
+        })
+        .collect()
 }
 
 /// Payment's and the pipeline sink's transactions over a step.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub(crate) struct Transactions {
     pub(crate) payment: Writer,
     pub(crate) sink: Writer,
@@ -72,6 +101,7 @@ impl Scrape {
                     delta(pb, pa, "payment_batch_records_count"),
                 ),
                 epochs_per_transaction: None,
+                steps_ms: steps_ms(pb, pa),
             },
             sink: Writer {
                 transactions: sink_count,
@@ -87,6 +117,7 @@ impl Scrape {
                     delta(sb, sa, "pipeline_sink_epochs_per_transaction_sum"),
                     delta(sb, sa, "pipeline_sink_epochs_per_transaction_count"),
                 ),
+                steps_ms: steps_ms(sb, sa),
             },
         }
     }
@@ -124,6 +155,18 @@ mod tests {
                 ("pipeline_sink_records_total", 50.0),
                 ("pipeline_sink_epochs_per_transaction_sum", 10.0),
                 ("pipeline_sink_epochs_per_transaction_count", 5.0),
+                (
+                    "eventbus_transaction_step_seconds_count{step=\"commit\"}",
+                    5.0,
+                ),
+                (
+                    "eventbus_transaction_step_seconds_sum{step=\"commit\"}",
+                    0.1,
+                ),
+                (
+                    "eventbus_transaction_step_seconds_sum{step=\"offsets\"}",
+                    0.05,
+                ),
             ]),
         };
         let t = after.since(&before);
@@ -133,6 +176,11 @@ mod tests {
         assert_eq!(t.sink.mean_ms, Some(100.0));
         assert_eq!(t.sink.records_per_transaction, Some(10.0));
         assert_eq!(t.sink.epochs_per_transaction, Some(2.0));
+        // Step means per committed transaction; steps not timed are absent.
+        assert_eq!(t.sink.steps_ms.get("commit"), Some(&20.0));
+        assert_eq!(t.sink.steps_ms.get("offsets"), Some(&10.0));
+        assert_eq!(t.sink.steps_ms.get("settle"), Some(&0.0));
+        assert!(t.payment.steps_ms.is_empty(), "{:?}", t.payment.steps_ms);
         // Nothing committed in between: no means, not zeros.
         let none = after.since(&after);
         assert_eq!(none.payment.mean_ms, None);

@@ -224,7 +224,7 @@ pub fn run_with(
                 },
                 other => other.into(),
             })?;
-        let producer = fenced_producer(&config.kafka, &config.sink)?;
+        let producer = fenced_producer(&config.kafka, &config.sink, metrics.bus.clone())?;
         let recovery = snapshot::recover(&config, &topics, &metrics, shared.progress_timeout())?;
         let progress = recovery.progress;
         let restored: Vec<((u8, i32), i64)> = progress.bindings.uppers().collect();

@@ -322,10 +322,12 @@ pub(crate) fn sink_operator<'scope>(
 // ---------------------------------------------------------------------------------------
 
 /// Creates the transactional producer and fences any previous incarnation of the job
-/// (`init_transactions`). Blocking; call before the workers start.
+/// (`init_transactions`). Blocking; call before the workers start. Its transaction
+/// steps are timed into `metrics` (producer `sink`).
 pub(crate) fn fenced_producer(
     kafka: &KafkaSettings,
     sink: &SinkConfig,
+    metrics: BusMetrics,
 ) -> Result<TransactionalProducer, PipelineError> {
     let mut tuning = client::tuning([
         // Small batches of keyed Avro records compress well, and lz4 costs little CPU.
@@ -355,7 +357,7 @@ pub(crate) fn fenced_producer(
         call_timeout: Duration::from_millis(sink.call_timeout_ms),
         tuning,
     };
-    let producer = TransactionalProducer::new(kafka, &options, "sink", BusMetrics::default())?;
+    let producer = TransactionalProducer::new(kafka, &options, "sink", metrics)?;
     let started = Instant::now();
     producer.init().map_err(|e| {
         PipelineError::kafka(

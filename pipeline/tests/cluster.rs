@@ -121,6 +121,12 @@ async fn views_and_topic_equal_the_model_in(env: &Env) -> Result<(), BoxError> {
         total("pipeline_sink_commit_seconds_count") >= report.transactions as f64 - 1.0,
         "{text}"
     );
+    // eventbus's step timers of the sink's producer are served with the job's metrics.
+    assert!(
+        total("eventbus_transaction_step_seconds_count{producer=\"sink\",step=\"commit\"}")
+            >= report.transactions as f64 - 1.0,
+        "{text}"
+    );
     assert_eq!(
         total("pipeline_view_rows{view=\"orders\"}"),
         ids.len() as f64,

@@ -151,15 +151,20 @@ fn is_fenced_code(code: RDKafkaErrorCode) -> bool {
     )
 }
 
+/// What to do after a fatal error: a fenced producer is a newer instance's doing.
+fn fatal(code: RDKafkaErrorCode) -> Next {
+    if is_fenced_code(code) {
+        Next::Fenced
+    } else {
+        Next::Fatal
+    }
+}
+
 fn classify(e: &KafkaError) -> Next {
     match e {
         KafkaError::Transaction(err) => {
             if err.is_fatal() {
-                if is_fenced_code(err.code()) {
-                    Next::Fenced
-                } else {
-                    Next::Fatal
-                }
+                fatal(err.code())
             } else if err.txn_requires_abort() {
                 Next::Abort
             } else if err.is_retriable() {
@@ -235,14 +240,6 @@ impl Steps {
     }
 }
 
-/// Runs `f`, observing how long it took on `timer`.
-fn timed<T>(timer: &Histogram, f: impl FnOnce() -> T) -> T {
-    let started = Instant::now();
-    let out = f();
-    timer.observe(started.elapsed().as_secs_f64());
-    out
-}
-
 /// A transactional producer with a stable `transactional.id`. See the module docs.
 pub struct TransactionalProducer {
     inner: BaseProducer<BusContext>,
@@ -296,7 +293,7 @@ impl TransactionalProducer {
     pub fn settle(&self) {
         let ended = *self.ended.lock().unwrap_or_else(|e| e.into_inner());
         let left = ended.and_then(|t| (t + self.settle).checked_duration_since(Instant::now()));
-        timed(&self.steps.settle, || {
+        self.steps.settle.observe_closure_duration(|| {
             if let Some(left) = left {
                 std::thread::sleep(left);
             }
@@ -335,7 +332,9 @@ impl TransactionalProducer {
     /// `begin_transaction`, after the settle pause ([`TransactionalProducer::settle`]).
     pub fn begin(&self) -> Result<(), TxnError> {
         self.settle();
-        timed(&self.steps.begin, || self.inner.begin_transaction())
+        self.steps
+            .begin
+            .observe_closure_duration(|| self.inner.begin_transaction())
             .map_err(|e| to_error(classify(&e), e))
     }
 
@@ -405,12 +404,7 @@ impl TransactionalProducer {
             // delivery report until they time out: say so at once instead.
             if let Some((code, reason)) = self.inner.client().fatal_error() {
                 tracing::debug!(transactional_id = %self.transactional_id, "fatal while awaiting deliveries: {reason}");
-                let e = KafkaError::MessageProduction(code);
-                return Err(if is_fenced_code(code) {
-                    TxnError::Fenced(e)
-                } else {
-                    TxnError::Fatal(e)
-                });
+                return Err(to_error(fatal(code), KafkaError::MessageProduction(code)));
             }
             if let Some(e) = self.inner.context().deliveries().take_error() {
                 return Err(TxnError::Abortable(e));
@@ -432,7 +426,7 @@ impl TransactionalProducer {
     /// left to flush).
     pub fn commit(&self) -> Result<(), TxnError> {
         self.await_deliveries()?;
-        let result = timed(&self.steps.commit, || {
+        let result = self.steps.commit.observe_closure_duration(|| {
             with_retries("commit_transaction", || {
                 self.inner.commit_transaction(self.call_timeout)
             })
@@ -550,6 +544,10 @@ mod tests {
         assert_eq!(classify(&e), Next::Fenced);
         assert_eq!(Next::Abort.max_with(Next::Retry), Next::Abort);
         assert_eq!(Next::Abort.max_with(Next::Fenced), Next::Fenced);
+        // A fatal error is fenced only when a newer instance caused it.
+        assert_eq!(fatal(RDKafkaErrorCode::Fenced), Next::Fenced);
+        assert_eq!(fatal(RDKafkaErrorCode::ProducerFenced), Next::Fenced);
+        assert_eq!(fatal(RDKafkaErrorCode::Fatal), Next::Fatal);
     }
 
     /// A producer handle that never connects (librdkafka connects on first use).
